@@ -1,0 +1,11 @@
+"""ersam_ssl: few-label, energy-efficient social ambiance measurement (speaker counting).
+
+Follows ERSAM (Li et al., ICASSP 2023: hardware-aware NAS + uncertainty-driven knowledge distillation for
+energy-efficient, real-time social ambiance measurement) and CountNet (Stöter et al., IEEE/ACM TASLP 2019).
+
+``import ersam_ssl`` never imports NNI; the NAS module imports it lazily.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

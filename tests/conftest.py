@@ -1,0 +1,101 @@
+"""Shared fixtures: a tiny synthesized corpus, a LibriSpeech-layout tree, a small data engine.
+
+Everything writes under pytest's tmp dirs; caches (synth corpus, wandb, NNI, matplotlib) are pointed
+there too so tests never touch the user's home.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_TMP_HOME = Path(tempfile.mkdtemp(prefix="ersam-test-home-"))
+os.environ.setdefault("ERSAM_SSL_CACHE", str(_TMP_HOME / "cache"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_DIR", str(_TMP_HOME / "wandb"))
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MPLCONFIGDIR", str(_TMP_HOME / "mpl"))
+
+SHARED_LIBRISPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "librispeech-mini"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: use --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synth_source(tmp_path_factory: pytest.TempPathFactory):
+    """30 espeak-ng voices × ~6 s: enough for speaker-disjoint splits with max_speakers=3."""
+    from ersam_ssl.data.synth import SynthSpeechSource
+
+    return SynthSpeechSource(
+        n_speakers=30, seconds_per_speaker=6.0, seed=0, root=tmp_path_factory.mktemp("synth")
+    )
+
+
+@pytest.fixture(scope="session")
+def small_data_config():
+    from ersam_ssl.data import DataConfig, MixtureConfig
+
+    return DataConfig(
+        synth_speakers=30,
+        synth_seconds=6.0,
+        mixture=MixtureConfig(max_speakers=3, duration=1.0),
+        split_fractions=(0.6, 0.15, 0.15, 0.1),
+        pool_size=40,
+        labels_per_class=2,
+        val_size=8,
+        test_size=8,
+        batch_size=4,
+        unlabeled_batch_size=8,
+        num_workers=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_engine(synth_source, small_data_config):
+    from ersam_ssl.data import DataEngine
+
+    return DataEngine(small_data_config, source=synth_source)
+
+
+@pytest.fixture(scope="session")
+def librispeech_tree(tmp_path_factory: pytest.TempPathFactory, synth_source) -> Path:
+    """A LibriSpeech-layout corpus (two subsets + SPEAKERS.TXT) built from synthesized speech."""
+    root = tmp_path_factory.mktemp("LibriSpeech")
+    by_spk = synth_source.by_speaker()
+    speakers = sorted(by_spk)
+    lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
+    for i, spk in enumerate(speakers):
+        subset = "train-clean-100" if i < 24 else "test-clean"
+        new_id = str(100 + i)
+        chapter = "5000"
+        d = root / subset / new_id / chapter
+        d.mkdir(parents=True)
+        for j, u in enumerate(by_spk[spk][:3]):
+            shutil.copy(u.path, d / f"{new_id}-{chapter}-{j:04d}.flac")
+        (d / f"{new_id}-{chapter}.trans.txt").write_text("transcript\n")
+        lines.append(f"{new_id} | {'F' if i % 2 else 'M'} | {subset} | 0.1 | Reader {i}")
+    (root / "SPEAKERS.TXT").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x

@@ -1,0 +1,31 @@
+"""The README's two set-up commands are the ones CI runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_setup_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    setup = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", setup, flags=re.S)]
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_them():
+    cmds = _readme_setup_commands()
+    assert len(cmds) == 2 and all("\n" not in c for c in cmds), cmds
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    install, test = cmds
+    assert install in ci and test in ci
+    assert ci.index(install) < ci.index(test)
+    assert "python3 -m venv" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_constraints_pin_the_verified_stack():
+    pins = dict(
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    assert pins["torch"] == "2.14.1" and pins["nni"] == "3.0" and pins["pytorch-lightning"] == "2.6.6"
+    major, minor = (int(x) for x in pins["filelock"].split(".")[:2])
+    assert (major, minor) < (3, 12)
