@@ -1,0 +1,88 @@
+"""Mixture generation throughput vs. what training consumes (same run, same machine).
+
+Prints five-second mixtures generated per second per core for the clean and clinical scenarios (one
+process, one thread), the same through a DataLoader with worker processes, the cost of the augmentation
+views, and the training consumption of the default SAM model (forward + backward, one thread), so that the
+"data is >= 10x faster than training" claim is a measured ratio.
+
+    python benchmarks/data_throughput.py            # embedded synthesized corpus
+    python benchmarks/data_throughput.py --source librispeech --root /data/LibriSpeech
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+
+def rate(fn, n: int) -> float:
+    fn(0)  # warm-up (lazy banks, caches)
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+        fn(i)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default="synth", choices=["synth", "librispeech", "folder"])
+    ap.add_argument("--root", default=None)
+    ap.add_argument("--n", type=int, default=1000, help="mixtures per measurement")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from ersam_ssl.data import DataConfig, DataEngine, ViewDataset
+
+    t0 = time.perf_counter()
+    engine = DataEngine(DataConfig(source=args.source, root=args.root, seed=args.seed))
+    bank = engine.bank
+    print(f"corpus: {engine.source.summary()} | bank built in {time.perf_counter() - t0:.1f} s "
+          f"({bank.stats().seconds / 3600:.2f} h of speech)")  # fmt: skip
+
+    rows = []
+    for scenario in ("clean", "clinical"):
+        ds = engine.mixtures("train", args.n + 1, scenario)
+        rows.append((f"{scenario} mixtures, 1 core", rate(lambda i, d=ds: d.generate(i), args.n)))
+    clinical = engine.mixtures("train", args.n + 1, "clinical")
+    for views in ({"weak": "weak", "strong": "strong"}, {"v1": "strong", "v2": "strong"}):
+        vd = ViewDataset(clinical, views)
+        name = "+".join(views.values())
+        rows.append((f"clinical + {name} views, 1 core", rate(lambda i, d=vd: d[i], args.n // 4)))
+    for scenario in ("clean", "clinical"):
+        ds = engine.mixtures("train", args.n, scenario)
+        loader = DataLoader(ds, batch_size=32, num_workers=args.workers)
+        t0 = time.perf_counter()
+        n = sum(x.shape[0] for x, _ in loader)
+        total = n / (time.perf_counter() - t0)
+        rows.append((f"{scenario} via DataLoader, {args.workers} workers (per core)", total / max(args.workers, 1)))
+
+    from ersam_ssl.models import build_model
+
+    model = build_model()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = torch.randn(32, engine.config.mixture.num_samples) * 0.05
+    y = torch.randint(0, engine.num_classes, (32,))
+
+    def step(_):
+        opt.zero_grad()
+        model.head.loss(model(x), y).backward()
+        opt.step()
+
+    train = rate(step, 10) * 32
+    print(f"\n{'measurement':<52} {'items/s':>10} {'x training':>11}")
+    for name, r in rows:
+        print(f"{name:<52} {r:>10.1f} {r / train:>10.1f}x")
+    print(f"{'training consumption (default SAM, fwd+bwd, 1 thread)':<52} {train:>10.1f} {1.0:>10.1f}x")
+    clean = rows[0][1]
+    print(f"\ngoal: >= 500 clean mixtures/s/core -> {'met' if clean >= 500 else 'NOT met'} ({clean:.0f}/s); "
+          f">= 10x training -> {'met' if clean >= 10 * train else 'NOT met'} ({clean / train:.1f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The data engine and its LightningDataModule.
+
+:class:`DataEngine` turns a :class:`DataConfig` into everything the training stages need — source, speaker
+bank, speaker-disjoint splits, scenario renderers, the train pool (few labeled + many unlabeled clips of the
+clinical-style domain), validation and test sets — once, so several stages of a pipeline share it.
+:class:`SAMDataModule` is a thin LightningDataModule over an engine that serves the loaders a training
+method asks for (labeled, unlabeled, both) with the requested augmentation views.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from ersam_ssl.data.augment import ViewDataset
+from ersam_ssl.data.bank import SpeakerBank
+from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureDataset, babble_track
+from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
+from ersam_ssl.data.sources import LibriCountSource, Source, open_source
+from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that defines the data of a run (defaults: the embedded synthesized corpus).
+
+    Attributes:
+        source: ``synth`` (embedded default), ``librispeech`` or ``folder``.
+        root: corpus root for ``librispeech``/``folder`` (e.g. ``/data/LibriSpeech``).
+        subsets: LibriSpeech subset folders to read (empty: all found under ``root``).
+        subset_splits: ``"subset:split"`` entries pinning whole subsets to a split, e.g.
+            ``("test-clean:test",)``; other speakers are split by ``split_fractions``.
+        split_fractions: train/val/test/babble shares of the speakers.
+        pool_size: train-pool mixtures (labeled budget + unlabeled rest), balanced over counts.
+        labels_per_class: few-label budget per count class; ``-1`` = every pool clip is labeled.
+        labeled_scenario / unlabeled_scenario / test_scenario: acoustic domain of each part; the default
+            is the shifted "clinical" domain everywhere except where a study says otherwise.
+        precompute_pool: render the pool into memory once (int16, exact) instead of every epoch.
+        test_root: optional LibriCount-style folder used as the test set instead of generated mixtures.
+        synth_speakers / synth_seconds / synth_seed: the embedded corpus (fixed across run seeds, as a real
+            corpus would be; ``seed`` varies splits, mixtures and label budgets).
+    """
+
+    source: str = "synth"
+    root: str | None = None
+    subsets: tuple[str, ...] = ()
+    subset_splits: tuple[str, ...] = ()
+    synth_speakers: int = 120
+    synth_seconds: float = 30.0
+    synth_seed: int = 0
+    max_seconds_per_speaker: float = 60.0
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    split_fractions: tuple[float, float, float, float] = (0.7, 0.1, 0.15, 0.05)
+    pool_size: int = 2200
+    labels_per_class: int = 10
+    val_size: int = 330
+    test_size: int = 660
+    labeled_scenario: str = "clinical"
+    unlabeled_scenario: str = "clinical"
+    test_scenario: str = "clinical"
+    test_root: str | None = None
+    batch_size: int = 32
+    unlabeled_batch_size: int = 64
+    num_workers: int = 2
+    precompute_pool: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.source not in ("synth", "librispeech", "folder"):
+            raise ValueError(f"data.source={self.source!r}: choose synth, librispeech or folder")
+        if self.source != "synth" and not self.root:
+            raise ValueError(f"data.source={self.source} needs data.root=/path/to/corpus")
+        for entry in self.subset_splits:
+            if ":" not in entry:
+                raise ValueError(f"subset_splits entry {entry!r} must look like 'test-clean:test'")
+        self.mixture.validate()
+
+
+class DataEngine:
+    """Builds source, bank, splits, scenarios and datasets of a :class:`DataConfig` (lazily, once)."""
+
+    def __init__(self, config: DataConfig | None = None, source: Source | None = None) -> None:
+        self.config = config or DataConfig()
+        self.config.validate()
+        self._source = source
+        self.levels = AmbianceLevels()
+
+    # -- building blocks -------------------------------------------------------------------------
+    @cached_property
+    def source(self) -> Source:
+        cfg = self.config
+        if self._source is not None:
+            return self._source
+        if cfg.source == "synth":
+            return open_source(
+                "synth",
+                n_speakers=cfg.synth_speakers,
+                seconds_per_speaker=cfg.synth_seconds,
+                seed=cfg.synth_seed,
+            )
+        if cfg.source == "librispeech":
+            return open_source("librispeech", cfg.root, subsets=cfg.subsets or None)
+        return open_source("folder", cfg.root)
+
+    @cached_property
+    def bank(self) -> SpeakerBank:
+        bank = SpeakerBank.from_source(
+            self.source, max_seconds_per_speaker=self.config.max_seconds_per_speaker
+        )
+        for bad in bank.report.bad:
+            log.warning("skipped %s: %s", bad.path, bad.reason)
+        return bank
+
+    @cached_property
+    def splits(self) -> dict[str, list[str]]:
+        cfg = self.config
+        subset_of = {u.speaker: u.subset for u in self.source.utterances}
+        subsets = dict(e.split(":", 1) for e in cfg.subset_splits) if cfg.subset_splits else None
+        k = cfg.mixture.max_speakers
+        splits = speaker_splits(
+            self.bank.speakers,
+            dict(zip(("train", "val", "test", "babble"), cfg.split_fractions)),
+            seed=cfg.seed,
+            subsets=subsets,
+            subset_of=subset_of,
+            min_speakers={"train": k, "val": k, "test": k}
+            if cfg.test_root is None
+            else {"train": k, "val": k},
+        )
+        check_disjoint(splits)
+        return splits
+
+    @cached_property
+    def babble(self) -> np.ndarray | None:
+        spk = self.splits["babble"]
+        return babble_track(self.bank, spk, seed=self.config.seed) if spk else None
+
+    def renderer(self, scenario: str) -> ScenarioRenderer | None:
+        cfg = get_scenario(scenario)
+        if cfg.is_clean:
+            return None
+        return ScenarioRenderer(
+            cfg,
+            seed=self.config.seed,
+            babble=self.babble,
+            clip_samples=self.config.mixture.num_samples,
+            target_rms=self.config.mixture.target_rms,
+        )
+
+    def mixtures(self, split: str, size: int, scenario: str, stream: str | None = None) -> MixtureDataset:
+        """A mixture dataset over the speakers of ``split`` (``stream`` names its seed stream)."""
+        return MixtureDataset(
+            self.bank,
+            self.splits[split],
+            size,
+            self.config.mixture,
+            seed=self.config.seed,
+            split=stream or split,
+            scenario=self.renderer(scenario),
+        )
+
+    # -- the datasets of a run -------------------------------------------------------------------
+    @cached_property
+    def pool(self) -> MixtureDataset:
+        """Train-speaker mixtures in the labeled (clinical) domain; few get labels, the rest none.
+
+        Rendered once into memory when ``precompute_pool`` is set (it is read for many epochs).
+        """
+        pool = self.mixtures("train", self.config.pool_size, self.config.labeled_scenario, stream="pool")
+        return pool.precompute(self.config.num_workers) if self.config.precompute_pool else pool
+
+    @cached_property
+    def unlabeled_pool(self) -> MixtureDataset:
+        """Unlabeled train-speaker mixtures; the pool itself unless the unlabeled domain differs."""
+        cfg = self.config
+        if cfg.unlabeled_scenario == cfg.labeled_scenario:
+            return self.pool
+        return self.mixtures("train", cfg.pool_size, cfg.unlabeled_scenario, stream="pool")
+
+    @cached_property
+    def budget(self) -> tuple[np.ndarray, np.ndarray]:
+        """(labeled, unlabeled) pool indices for ``labels_per_class``."""
+        cfg = self.config
+        return label_budget(
+            self.pool.counts(), cfg.labels_per_class, seed=cfg.seed, num_classes=cfg.mixture.num_classes
+        )
+
+    @cached_property
+    def val(self) -> MixtureDataset:
+        return self.mixtures("val", self.config.val_size, self.config.test_scenario)
+
+    @cached_property
+    def test(self) -> Dataset:
+        cfg = self.config
+        if cfg.test_root:
+            return FileCountDataset(LibriCountSource(cfg.test_root), cfg.mixture.num_samples)
+        return self.mixtures("test", cfg.test_size, cfg.test_scenario)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.mixture.num_classes
+
+    def summary(self) -> dict:
+        lab, unl = self.budget
+        return {
+            **self.source.summary(),
+            "bank_speakers": len(self.bank.speakers),
+            "split_speakers": {k: len(v) for k, v in self.splits.items()},
+            "labeled": int(lab.size),
+            "unlabeled": int(unl.size),
+            "val": len(self.val),
+            "test": len(self.test),
+            "bad_files": len(self.bank.report.bad),
+        }
+
+
+class SAMDataModule(pl.LightningDataModule):
+    """Loaders over a :class:`DataEngine` for one training method.
+
+    Args:
+        engine: the shared data engine (or a config to build one).
+        labeled_views: views of labeled items (``None``: no labeled loader, e.g. contrastive pretraining).
+        unlabeled_views: views of unlabeled items (``None``: supervised only).
+        labeled_indices: override the engine's budget (e.g. all pool items for the supervised reference).
+
+    ``train_dataloader`` returns one loader, or ``{"labeled": ..., "unlabeled": ...}`` (Lightning cycles
+    the shorter one) when both are requested.
+    """
+
+    def __init__(
+        self,
+        engine: DataEngine | DataConfig,
+        labeled_views: dict[str, str] | None = None,
+        unlabeled_views: dict[str, str] | None = None,
+        labeled_indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        unlabeled_batch_size: int | None = None,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.engine = engine if isinstance(engine, DataEngine) else DataEngine(engine)
+        cfg = self.engine.config
+        self.labeled_views = labeled_views if labeled_views is not None else None
+        self.unlabeled_views = unlabeled_views
+        self.labeled_indices = labeled_indices
+        self.batch_size = batch_size or cfg.batch_size
+        self.unlabeled_batch_size = unlabeled_batch_size or cfg.unlabeled_batch_size
+        self.num_workers = cfg.num_workers if num_workers is None else num_workers
+        if labeled_views is None and unlabeled_views is None:
+            raise ValueError("ask for labeled_views, unlabeled_views or both")
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=min(batch_size, len(ds)),
+            shuffle=shuffle,
+            drop_last=shuffle and len(ds) >= batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def labeled_dataset(self) -> ViewDataset:
+        lab = self.labeled_indices if self.labeled_indices is not None else self.engine.budget[0]
+        return ViewDataset(self.engine.pool, self.labeled_views or {"x": "weak"}, indices=lab)
+
+    def unlabeled_dataset(self) -> ViewDataset:
+        e = self.engine
+        if e.unlabeled_pool is e.pool:
+            unl = e.budget[1]
+            if unl.size == 0:  # fully labeled pool: use all clips as unlabeled too
+                unl = np.arange(len(e.pool))
+        else:
+            unl = np.arange(len(e.unlabeled_pool))
+        return ViewDataset(e.unlabeled_pool, self.unlabeled_views or {}, indices=unl, hide_label=True)
+
+    def train_dataloader(self):
+        loaders = {}
+        if self.labeled_views is not None:
+            loaders["labeled"] = self._loader(self.labeled_dataset(), self.batch_size, True)
+        if self.unlabeled_views is not None:
+            loaders["unlabeled"] = self._loader(self.unlabeled_dataset(), self.unlabeled_batch_size, True)
+        return next(iter(loaders.values())) if len(loaders) == 1 else loaders
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(ViewDataset(self.engine.val, {"x": "identity"}), self.batch_size * 2, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(ViewDataset(self.engine.test, {"x": "identity"}), self.batch_size * 2, False)
