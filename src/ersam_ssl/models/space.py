@@ -1,0 +1,756 @@
+"""The SAM search space: a family of small 1-D MBConv speaker counters, defined once, in plain PyTorch.
+
+A member ("architecture", ``arch``) is a plain JSON-serialisable dict::
+
+    {"width_mult": 0.75, "head": "gru",
+     "stages": [{"depth": 2, "kernel": [5, 3, 7, 3], "expand": [3, 6, 1, 1], "se": False}, ...]}
+
+- ``"head"`` is the temporal *pooling* head (``"gru"`` or ``"attention"``); the *count* head
+  (classification, Poisson, ordinal; see :mod:`ersam_ssl.models.heads`) is an argument of
+  :func:`build_model`, not part of the searched architecture.
+- ``"kernel"`` / ``"expand"`` always have ``max(space.depths)`` entries (fixed length, so mutating a depth
+  never re-draws the other choices); entries past ``"depth"`` are ignored. :meth:`SAMSpace.canonical`
+  resets them, so two archs build the same model iff their canonical forms are equal.
+
+Model: log-mel ``[B, n_mels, frames]`` → stem (BatchNorm over mel bands, Conv1d k=3 stride 2) → stages of
+inverted-residual blocks (MobileNetV2 / EfficientNet MBConv in 1-D: pointwise expand, depthwise conv,
+optional squeeze-excitation, linear pointwise projection, residual when shapes match; the first block of a
+stage carries the stage stride) → pooling head → count head.
+
+Weight sharing (once-for-all style; Cai et al., "Once-for-All: Train One Network and Specialize it for
+Efficient Deployment", ICLR 2020): blocks are *static*, and every static block's weights have exactly the
+shape of a slice of the largest block's weights: the centre ``k`` taps of the largest depthwise kernel,
+the first channels of every expanded / width-scaled dimension (incl. squeeze-excitation, BatchNorm running
+statistics, the pooling head and the classifier input), the first ``depth`` blocks of each stage, and per
+gate the first hidden units of the GRU. An expansion of 1 has no expand convolution (as in MobileNetV2):
+the depthwise conv then uses the first ``in_ch`` channels of the largest one. :func:`subnet_state_dict`
+implements that slicing; a supernet must apply the same rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ersam_ssl.models.base import MODELS, CountModel
+from ersam_ssl.models.frontend import LogMel, num_frames
+from ersam_ssl.models.heads import build_head
+
+POOL_HEADS = ("gru", "attention")
+ACTIVATIONS = ("relu6", "hardswish")
+_ARCH_KEYS = ("width_mult", "head", "stages")
+_STAGE_KEYS = ("depth", "kernel", "expand", "se")
+# Pooling heads from fewest to most weights (at equal width): used by smallest()/largest().
+_POOL_HEAD_SIZE_ORDER = ("attention", "gru")
+# The frontend's fixed parameters (16 kHz, 25 ms window, 10 ms hop).
+_SAMPLE_RATE = 16000
+_N_FFT = 400
+_HOP_LENGTH = 160
+
+
+@dataclass(frozen=True)
+class SAMSpace:
+    """Choices of the SAM search space; shrink or grow it by changing the fields.
+
+    Attributes:
+        kernels: depthwise kernel sizes (odd, so smaller kernels are centre crops of larger ones).
+        expands: expansion ratios of the MBConv hidden layer.
+        depths: number of blocks per stage.
+        width_mults: multipliers of every channel count (stem, stages, pooling head).
+        se_choices: whether a stage's blocks use squeeze-excitation.
+        pool_heads: temporal pooling heads.
+        stage_widths: output channels of each stage at width 1.0 (also fixes the number of stages).
+        stage_strides: stride of the first block of each stage.
+        stem_width: stem channels at width 1.0.
+        pool_width: GRU hidden size / attention width at width 1.0 (the embedding size).
+        activation: ``"relu6"`` or ``"hardswish"`` (fixed, not searched).
+        se_ratio: squeeze-excitation reduction (squeeze channels = hidden // se_ratio).
+        channel_divisor: scaled channel counts are rounded to a multiple of this.
+    """
+
+    kernels: tuple[int, ...] = (3, 5, 7)
+    expands: tuple[int, ...] = (1, 3, 6)
+    depths: tuple[int, ...] = (1, 2, 3, 4)
+    width_mults: tuple[float, ...] = (0.5, 0.75, 1.0)
+    se_choices: tuple[bool, ...] = (False, True)
+    pool_heads: tuple[str, ...] = ("gru", "attention")
+    stage_widths: tuple[int, ...] = (16, 24, 32, 48)
+    stage_strides: tuple[int, ...] = (2, 2, 2, 2)
+    stem_width: int = 16
+    pool_width: int = 64
+    activation: str = "relu6"
+    se_ratio: int = 4
+    channel_divisor: int = 4
+
+    def __post_init__(self) -> None:
+        def _set(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        # JSON gives lists: store sorted tuples so equal spaces compare (and hash) equal.
+        for name in ("kernels", "expands", "depths", "width_mults", "se_choices"):
+            values = tuple(getattr(self, name))
+            if not values:
+                raise ValueError(f"SAMSpace.{name} must not be empty")
+            _set(name, tuple(sorted(set(values))))
+        _set("pool_heads", tuple(dict.fromkeys(self.pool_heads)))
+        _set("stage_widths", tuple(self.stage_widths))
+        _set("stage_strides", tuple(self.stage_strides))
+        if any(not _is_int(k) or k < 1 or k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"SAMSpace.kernels must be odd positive ints, got {self.kernels}")
+        for name in ("expands", "depths", "stage_widths"):
+            if any(not _is_int(v) or v < 1 for v in getattr(self, name)):
+                raise ValueError(f"SAMSpace.{name} must be positive ints, got {getattr(self, name)}")
+        if any(isinstance(w, bool) or w <= 0 for w in self.width_mults):
+            raise ValueError(f"SAMSpace.width_mults must be positive, got {self.width_mults}")
+        if any(not isinstance(s, bool) for s in self.se_choices):
+            raise ValueError(f"SAMSpace.se_choices must be bools, got {self.se_choices}")
+        if not self.pool_heads or any(h not in POOL_HEADS for h in self.pool_heads):
+            raise ValueError(f"SAMSpace.pool_heads must be a non-empty subset of {POOL_HEADS}")
+        if not self.stage_widths or len(self.stage_widths) != len(self.stage_strides):
+            raise ValueError("SAMSpace.stage_widths and stage_strides need the same (non-zero) length")
+        if any(s not in (1, 2) for s in self.stage_strides):
+            raise ValueError(f"SAMSpace.stage_strides must be 1 or 2, got {self.stage_strides}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"SAMSpace.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name in ("stem_width", "pool_width", "se_ratio", "channel_divisor"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"SAMSpace.{name} must be a positive int, got {getattr(self, name)}")
+
+    # -- serialisation -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (lists, not tuples); ``SAMSpace.from_dict`` inverts it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SAMSpace:
+        return cls(**data)
+
+    # -- members -------------------------------------------------------------------------------------
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_widths)
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+    def _arch(self, width: float, head: str, depth: int, kernel: int, expand: int, se: bool) -> dict:
+        stages = [
+            {
+                "depth": depth,
+                "kernel": [kernel] * self.max_depth,
+                "expand": [expand] * self.max_depth,
+                "se": se,
+            }
+            for _ in range(self.num_stages)
+        ]
+        return {"width_mult": width, "head": head, "stages": stages}
+
+    def largest(self) -> dict:
+        """Every choice at its maximum (the weight-sharing parent; GRU pooling if available)."""
+        head = max(self.pool_heads, key=_POOL_HEAD_SIZE_ORDER.index)
+        return self._arch(
+            self.width_mults[-1],
+            head,
+            self.depths[-1],
+            self.kernels[-1],
+            self.expands[-1],
+            self.se_choices[-1],
+        )
+
+    def smallest(self) -> dict:
+        """Every choice at its minimum (attention pooling if available)."""
+        head = min(self.pool_heads, key=_POOL_HEAD_SIZE_ORDER.index)
+        return self._arch(
+            self.width_mults[0], head, self.depths[0], self.kernels[0], self.expands[0], self.se_choices[0]
+        )
+
+    def default(self) -> dict:
+        """The middle model: the middle (lower-middle for even counts) choice of kernel, expansion, depth
+        and width, no squeeze-excitation unless the space requires it, and the first pooling head."""
+
+        def mid(values: tuple) -> Any:
+            return values[(len(values) - 1) // 2]
+
+        return self._arch(
+            mid(self.width_mults),
+            self.pool_heads[0],
+            mid(self.depths),
+            mid(self.kernels),
+            mid(self.expands),
+            self.se_choices[0],
+        )
+
+    def sample(self, rng: random.Random) -> dict:
+        """A uniformly random member (all per-block entries drawn, including ignored ones)."""
+        stages = []
+        for _ in range(self.num_stages):
+            depth = rng.choice(self.depths)
+            kernel = [rng.choice(self.kernels) for _ in range(self.max_depth)]
+            expand = [rng.choice(self.expands) for _ in range(self.max_depth)]
+            se = rng.choice(self.se_choices)
+            stages.append({"depth": depth, "kernel": kernel, "expand": expand, "se": se})
+        return {
+            "width_mult": rng.choice(self.width_mults),
+            "head": rng.choice(self.pool_heads),
+            "stages": stages,
+        }
+
+    def canonical(self, arch: dict) -> dict:
+        """Copy of ``arch`` with the ignored per-block entries (past ``depth``) set to the smallest choice."""
+        self.validate(arch)
+        stages = []
+        for stage in arch["stages"]:
+            depth = stage["depth"]
+            pad = self.max_depth - depth
+            stages.append(
+                {
+                    "depth": depth,
+                    "kernel": list(stage["kernel"][:depth]) + [self.kernels[0]] * pad,
+                    "expand": list(stage["expand"][:depth]) + [self.expands[0]] * pad,
+                    "se": stage["se"],
+                }
+            )
+        return {"width_mult": arch["width_mult"], "head": arch["head"], "stages": stages}
+
+    def num_archs(self) -> int:
+        """Number of distinct models (ignored per-block entries do not count)."""
+        per_block = len(self.kernels) * len(self.expands)
+        per_stage = len(self.se_choices) * sum(per_block**d for d in self.depths)
+        return len(self.width_mults) * len(self.pool_heads) * per_stage**self.num_stages
+
+    def validate(self, arch: Any) -> None:
+        """Raise ``ValueError`` naming the first offending entry if ``arch`` is not a member."""
+        if not isinstance(arch, dict):
+            raise ValueError(f"arch must be a dict, got {type(arch).__name__}")
+        _check_keys(arch, _ARCH_KEYS, "arch")
+        width = arch["width_mult"]
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or width not in self.width_mults:
+            raise ValueError(f"arch['width_mult'] = {width!r} is not one of {self.width_mults}")
+        if arch["head"] not in self.pool_heads:
+            raise ValueError(f"arch['head'] = {arch['head']!r} is not one of {self.pool_heads}")
+        stages = arch["stages"]
+        if not isinstance(stages, (list, tuple)) or len(stages) != self.num_stages:
+            got = len(stages) if isinstance(stages, (list, tuple)) else type(stages).__name__
+            raise ValueError(f"arch['stages'] must be a list of {self.num_stages} stages, got {got}")
+        for s, stage in enumerate(stages):
+            where = f"arch['stages'][{s}]"
+            if not isinstance(stage, dict):
+                raise ValueError(f"{where} must be a dict, got {type(stage).__name__}")
+            _check_keys(stage, _STAGE_KEYS, where)
+            depth = stage["depth"]
+            if not _is_int(depth) or depth not in self.depths:
+                raise ValueError(f"{where}['depth'] = {depth!r} is not one of {self.depths}")
+            for key, choices in (("kernel", self.kernels), ("expand", self.expands)):
+                values = stage[key]
+                if not isinstance(values, (list, tuple)) or len(values) != self.max_depth:
+                    raise ValueError(
+                        f"{where}['{key}'] must be a list of {self.max_depth} ints (one per possible block; "
+                        f"entries past 'depth' are ignored), got {values!r}"
+                    )
+                for b, value in enumerate(values):
+                    if not _is_int(value) or value not in choices:
+                        raise ValueError(f"{where}['{key}'][{b}] = {value!r} is not one of {choices}")
+            if not isinstance(stage["se"], bool) or stage["se"] not in self.se_choices:
+                raise ValueError(f"{where}['se'] = {stage['se']!r} is not one of {self.se_choices}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_keys(mapping: dict, expected: tuple[str, ...], where: str) -> None:
+    missing = [k for k in expected if k not in mapping]
+    unknown = sorted(str(k) for k in mapping if k not in expected)
+    if missing:
+        raise ValueError(f"{where} is missing {missing}; expected keys {list(expected)}")
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; expected keys {list(expected)}")
+
+
+def scale_channels(channels: int, width_mult: float, divisor: int) -> int:
+    """``channels * width_mult`` rounded half up to a multiple of ``divisor`` (at least ``divisor``).
+
+    Monotone in ``width_mult``, so a narrower model's channels are always a prefix of a wider one's.
+    """
+    return max(divisor, int(math.floor(channels * width_mult / divisor + 0.5)) * divisor)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Resolved shape of one MBConv block of an architecture."""
+
+    stage: int
+    index: int
+    in_ch: int
+    out_ch: int
+    kernel: int
+    expand: int
+    stride: int
+    se: bool
+
+    @property
+    def name(self) -> str:
+        return f"backbone.stages.{self.stage}.{self.index}"
+
+
+def plan_blocks(arch: dict, space: SAMSpace) -> tuple[int, list[BlockPlan], int]:
+    """``(stem channels, blocks, pooling width)`` of a validated ``arch``."""
+    width = arch["width_mult"]
+    stem_ch = scale_channels(space.stem_width, width, space.channel_divisor)
+    blocks = []
+    in_ch = stem_ch
+    for s, stage in enumerate(arch["stages"]):
+        out_ch = scale_channels(space.stage_widths[s], width, space.channel_divisor)
+        for j in range(stage["depth"]):
+            stride = space.stage_strides[s] if j == 0 else 1
+            kernel, expand = stage["kernel"][j], stage["expand"][j]
+            blocks.append(BlockPlan(s, j, in_ch, out_ch, kernel, expand, stride, stage["se"]))
+            in_ch = out_ch
+    pool_dim = scale_channels(space.pool_width, width, space.channel_divisor)
+    return stem_ch, blocks, pool_dim
+
+
+# -- building blocks ---------------------------------------------------------------------------------
+
+
+def make_activation(name: str) -> nn.Module:
+    if name == "relu6":
+        return nn.ReLU6()
+    if name == "hardswish":
+        return nn.Hardswish()
+    raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
+
+
+class ConvBN1d(nn.Module):
+    """Conv1d (no bias, 'same' padding) → BatchNorm1d → optional activation."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        activation: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm1d(out_ch)
+        self.act = make_activation(activation) if activation else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Stem(nn.Module):
+    """Learnable per-mel-band BatchNorm (the level-preserving input normalisation) → Conv1d k=3 stride 2."""
+
+    def __init__(self, n_mels: int, out_ch: int, activation: str = "relu6") -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n_mels)
+        self.conv = ConvBN1d(n_mels, out_ch, kernel=3, stride=2, activation=activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.norm(x))
+
+
+class SqueezeExcite1d(nn.Module):
+    """Squeeze-excitation over time (Hu et al., CVPR 2018): channel gates from the time-averaged input."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv1d(channels, squeeze, 1)
+        self.expand = nn.Conv1d(squeeze, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean(dim=-1, keepdim=True)))))
+        return x * gate
+
+
+class MBConv1d(nn.Module):
+    """1-D inverted-residual block (Sandler et al., "MobileNetV2", CVPR 2018; Tan & Le, "EfficientNet",
+    ICML 2019): pointwise expand (skipped when ``expand == 1``) → depthwise conv (carries the stride) →
+    optional squeeze-excitation → linear pointwise projection, plus a residual when shapes match."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        expand: int,
+        stride: int = 1,
+        se: bool = False,
+        activation: str = "relu6",
+        se_ratio: int = 4,
+    ) -> None:
+        super().__init__()
+        hidden = in_ch * expand
+        self.hidden = hidden
+        self.expand = ConvBN1d(in_ch, hidden, activation=activation) if expand != 1 else None
+        self.dw = ConvBN1d(hidden, hidden, kernel, stride, groups=hidden, activation=activation)
+        self.se = SqueezeExcite1d(hidden, se_squeeze(hidden, se_ratio)) if se else None
+        self.project = ConvBN1d(hidden, out_ch)
+        self.use_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.expand(x) if self.expand is not None else x
+        out = self.dw(out)
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)
+        return out + x if self.use_residual else out
+
+
+def se_squeeze(hidden: int, se_ratio: int) -> int:
+    """Squeeze-excitation bottleneck width (monotone in ``hidden``, so slices stay prefixes)."""
+    return max(1, hidden // se_ratio)
+
+
+class GRUPool(nn.Module):
+    """GRU over time, then the mean of its outputs over time → ``[B, dim]``.
+
+    The mean (not the last state) lets every frame contribute count evidence and keeps the output stable
+    across input lengths.
+    """
+
+    def __init__(self, in_ch: int, dim: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(in_ch, dim, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.gru(x.transpose(1, 2))
+        return out.mean(dim=1)
+
+
+class AttentionPool(nn.Module):
+    """Pointwise projection to ``dim``, then a softmax-over-time weighted mean → ``[B, dim]``."""
+
+    def __init__(self, in_ch: int, dim: int, activation: str = "relu6") -> None:
+        super().__init__()
+        self.proj = ConvBN1d(in_ch, dim, activation=activation)
+        self.score = nn.Conv1d(dim, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        values = self.proj(x)
+        weights = torch.softmax(self.score(values), dim=-1)
+        return (values * weights).sum(dim=-1)
+
+
+def make_pool(kind: str, in_ch: int, dim: int, activation: str = "relu6") -> nn.Module:
+    if kind == "gru":
+        return GRUPool(in_ch, dim)
+    if kind == "attention":
+        return AttentionPool(in_ch, dim, activation)
+    raise ValueError(f"unknown pooling head {kind!r}; choose one of {POOL_HEADS}")
+
+
+class SAMBackbone(nn.Module):
+    """Log-mel ``[B, n_mels, frames]`` → embedding ``[B, pool_dim]``: stem → stages → pooling head."""
+
+    def __init__(self, stem: nn.Module, stages: list[list[nn.Module]], pool: nn.Module) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
+        self.pool = pool
+
+    def forward(self, features: Tensor) -> Tensor:
+        x = self.stem(features)
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+        return self.pool(x)
+
+
+# -- models ------------------------------------------------------------------------------------------
+
+
+def _as_space(space: SAMSpace | dict | None) -> SAMSpace:
+    if space is None:
+        return SAMSpace()
+    if isinstance(space, SAMSpace):
+        return space
+    return SAMSpace.from_dict(space)
+
+
+@MODELS.register("sam")
+def build_model(
+    arch: dict | None = None,
+    num_classes: int = 11,
+    head: str = "classify",
+    n_mels: int = 64,
+    space: SAMSpace | dict | None = None,
+    head_kwargs: dict | None = None,
+) -> CountModel:
+    """Instantiate a member of the SAM space as a :class:`CountModel` (log-mel frontend included).
+
+    Args:
+        arch: architecture dict (default: ``space.default()``); validated against ``space``.
+        num_classes: counts ``0..num_classes-1``.
+        head: count head name from :data:`~ersam_ssl.models.heads.HEADS`.
+        n_mels: mel bands of the frontend.
+        space: the search space (a :class:`SAMSpace` or its ``to_dict()``), default ``SAMSpace()``.
+        head_kwargs: extra arguments of the count head (e.g. ``{"dropout": 0.2}``).
+    """
+    space = _as_space(space)
+    arch = space.default() if arch is None else arch
+    space.validate(arch)
+    stem_ch, blocks, pool_dim = plan_blocks(arch, space)
+    stages: list[list[nn.Module]] = [[] for _ in range(space.num_stages)]
+    for b in blocks:
+        stages[b.stage].append(
+            MBConv1d(b.in_ch, b.out_ch, b.kernel, b.expand, b.stride, b.se, space.activation, space.se_ratio)
+        )
+    last_ch = blocks[-1].out_ch
+    backbone = SAMBackbone(
+        Stem(n_mels, stem_ch, space.activation),
+        stages,
+        make_pool(arch["head"], last_ch, pool_dim, space.activation),
+    )
+    count_head = build_head(head, pool_dim, num_classes, **(head_kwargs or {}))
+    config = {
+        "name": "sam",
+        "kwargs": {
+            "arch": json.loads(json.dumps(arch)),  # plain lists, so the config JSON round-trips
+            "num_classes": num_classes,
+            "head": head,
+            "n_mels": n_mels,
+            "space": space.to_dict(),
+            "head_kwargs": dict(head_kwargs or {}),
+        },
+    }
+    frontend = LogMel(_SAMPLE_RATE, _N_FFT, _HOP_LENGTH, n_mels)
+    return CountModel(frontend, backbone, count_head, pool_dim, config)
+
+
+# -- per-op view for hardware cost models ------------------------------------------------------------
+
+
+def _strided(length: int, stride: int) -> int:
+    """Output length of a 'same'-padded odd-kernel conv: ``ceil(length / stride)``."""
+    return (length + stride - 1) // stride
+
+
+def layer_specs(
+    arch: dict,
+    space: SAMSpace | dict | None = None,
+    n_mels: int = 64,
+    num_samples: int = 80000,
+    num_classes: int = 11,
+    head: str = "classify",
+) -> list[dict]:
+    """The model as a sequence of JSON-able op specs, input to output (for per-op latency tables).
+
+    Each spec has ``"op"`` (``frontend``, ``stem``, ``mbconv``, ``pool_head``, ``classifier``), ``"name"``
+    (the module's path in the :class:`CountModel`), the op's hyper-parameters and its input ``"length"``
+    (samples for the frontend, frames otherwise) at batch size 1. :func:`make_op` builds any spec alone.
+    """
+    space = _as_space(space)
+    space.validate(arch)
+    stem_ch, blocks, pool_dim = plan_blocks(arch, space)
+    frames = num_frames(num_samples, _HOP_LENGTH)
+    specs: list[dict] = [
+        {
+            "op": "frontend",
+            "name": "frontend",
+            "kind": "logmel",
+            "sample_rate": _SAMPLE_RATE,
+            "n_fft": _N_FFT,
+            "hop_length": _HOP_LENGTH,
+            "n_mels": n_mels,
+            "length": num_samples,
+            "out_length": frames,
+        }
+    ]
+    length = _strided(frames, 2)
+    specs.append(
+        {
+            "op": "stem",
+            "name": "backbone.stem",
+            "in_ch": n_mels,
+            "out_ch": stem_ch,
+            "kernel": 3,
+            "stride": 2,
+            "activation": space.activation,
+            "length": frames,
+            "out_length": length,
+        }
+    )
+    for b in blocks:
+        out_length = _strided(length, b.stride)
+        hidden = b.in_ch * b.expand
+        specs.append(
+            {
+                "op": "mbconv",
+                "name": b.name,
+                "in_ch": b.in_ch,
+                "out_ch": b.out_ch,
+                "hidden": hidden,
+                "kernel": b.kernel,
+                "expand": b.expand,
+                "stride": b.stride,
+                "se": b.se,
+                "se_channels": se_squeeze(hidden, space.se_ratio) if b.se else 0,
+                "residual": b.stride == 1 and b.in_ch == b.out_ch,
+                "activation": space.activation,
+                "se_ratio": space.se_ratio,
+                "length": length,
+                "out_length": out_length,
+            }
+        )
+        length = out_length
+    specs.append(
+        {
+            "op": "pool_head",
+            "name": "backbone.pool",
+            "kind": arch["head"],
+            "in_ch": blocks[-1].out_ch,
+            "dim": pool_dim,
+            "activation": space.activation,
+            "length": length,
+        }
+    )
+    count_head = build_head(head, pool_dim, num_classes)
+    specs.append(
+        {
+            "op": "classifier",
+            "name": "head",
+            "kind": head,
+            "in_dim": pool_dim,
+            "num_classes": num_classes,
+            "out_dim": count_head.out_dim,
+        }
+    )
+    return specs
+
+
+def make_op(spec: dict) -> tuple[nn.Module, Tensor]:
+    """Build the op of a :func:`layer_specs` entry alone, in eval mode, with a random batch-1 input."""
+    op = spec["op"]
+    if op == "frontend":
+        module: nn.Module = LogMel(spec["sample_rate"], spec["n_fft"], spec["hop_length"], spec["n_mels"])
+        example = torch.randn(1, spec["length"])
+    elif op == "stem":
+        module = Stem(spec["in_ch"], spec["out_ch"], spec["activation"])
+        example = torch.randn(1, spec["in_ch"], spec["length"])
+    elif op == "mbconv":
+        module = MBConv1d(
+            spec["in_ch"],
+            spec["out_ch"],
+            spec["kernel"],
+            spec["expand"],
+            spec["stride"],
+            spec["se"],
+            spec["activation"],
+            spec["se_ratio"],
+        )
+        example = torch.randn(1, spec["in_ch"], spec["length"])
+    elif op == "pool_head":
+        module = make_pool(spec["kind"], spec["in_ch"], spec["dim"], spec["activation"])
+        example = torch.randn(1, spec["in_ch"], spec["length"])
+    elif op == "classifier":
+        module = build_head(spec["kind"], spec["in_dim"], spec["num_classes"])
+        example = torch.randn(1, spec["in_dim"])
+    else:
+        raise ValueError(f"unknown op {op!r} in spec {spec}")
+    return module.eval(), example
+
+
+# -- weight sharing ----------------------------------------------------------------------------------
+
+_GRU_KEYS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def subnet_state_dict(
+    largest_state_dict: dict[str, Tensor],
+    arch: dict,
+    space: SAMSpace | dict | None = None,
+    *,
+    num_classes: int = 11,
+    head: str = "classify",
+    n_mels: int = 64,
+    head_kwargs: dict | None = None,
+) -> dict[str, Tensor]:
+    """Slice the largest model's weights to ``arch`` (see the module docstring for the rules).
+
+    Args:
+        largest_state_dict: state dict of ``build_model(space.largest(), ...)`` (or of a supernet with the
+            same keys). It must hold the weights of ``arch["head"]``'s pooling head; to serve archs of every
+            pooling head, merge in the ``backbone.pool.*`` entries of the largest model built with the other
+            head (their keys differ: ``backbone.pool.gru.*`` vs ``backbone.pool.proj.*``/``score.*``).
+        arch: the target architecture.
+        space, num_classes, head, n_mels, head_kwargs: as for :func:`build_model`; must match the model
+            the weights come from (checked where the shapes tell).
+
+    Returns:
+        A state dict that ``build_model(arch, ...).load_state_dict`` accepts (strictly).
+    """
+    target = build_model(arch, num_classes, head, n_mels, space, head_kwargs).state_dict()
+    sliced: dict[str, Tensor] = {}
+    for key, like in target.items():
+        if key not in largest_state_dict:
+            hint = (
+                " (merge in the largest model with that pooling head)"
+                if key.startswith("backbone.pool.")
+                else ""
+            )
+            raise ValueError(f"largest_state_dict has no entry {key!r} needed by this arch{hint}")
+        sliced[key] = _slice_like(key, largest_state_dict[key], tuple(like.shape))
+    return sliced
+
+
+def _slice_like(key: str, source: Tensor, shape: tuple[int, ...]) -> Tensor:
+    if source.dim() != len(shape):
+        raise ValueError(f"{key}: cannot slice shape {tuple(source.shape)} to {shape}")
+    if not shape:  # e.g. BatchNorm's num_batches_tracked
+        return source.clone()
+    if any(t > s for t, s in zip(shape, source.shape)):
+        raise ValueError(
+            f"{key}: target shape {shape} exceeds the source {tuple(source.shape)}; "
+            "largest_state_dict must come from the largest architecture of the same space"
+        )
+    exact = _exact_dims(key, len(shape))
+    if any(shape[d] != source.shape[d] for d in exact):
+        raise ValueError(
+            f"{key}: shape {tuple(source.shape)} does not match {shape} in dims {exact}; "
+            "n_mels / num_classes / head must equal those of the largest model"
+        )
+    name = key.rsplit(".", 1)[-1]
+    if ".gru." in key and name in _GRU_KEYS:
+        return _slice_gru(source, shape)
+    if key.endswith(".dw.conv.weight"):
+        crop = (source.shape[-1] - shape[-1]) // 2
+        if (source.shape[-1] - shape[-1]) % 2:
+            raise ValueError(f"{key}: cannot centre-crop a {source.shape[-1]}-tap kernel to {shape[-1]} taps")
+        return source[: shape[0], : shape[1], crop : crop + shape[-1]].clone()
+    return source[tuple(slice(0, n) for n in shape)].clone()
+
+
+def _exact_dims(key: str, ndim: int) -> tuple[int, ...]:
+    """Dimensions that are not sliced by width (mel bands, classes) and so must match exactly."""
+    if key.startswith("backbone.stem.norm."):
+        return tuple(range(ndim))
+    if key == "backbone.stem.conv.conv.weight":
+        return (1,)
+    if key.startswith("head."):
+        return tuple(range(ndim - 1)) if ndim >= 2 else tuple(range(ndim))
+    return ()
+
+
+def _slice_gru(source: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """GRU tensors stack the (reset, update, new) gates along dim 0: slice each gate's first units."""
+    hidden, new_hidden = source.shape[0] // 3, shape[0] // 3
+    gates = [source[g * hidden : g * hidden + new_hidden] for g in range(3)]
+    stacked = torch.cat(gates, dim=0)
+    if len(shape) == 2:
+        stacked = stacked[:, : shape[1]]
+    return stacked.clone()
