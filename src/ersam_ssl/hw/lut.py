@@ -1,0 +1,241 @@
+"""Per-op latency lookup table: predict a model's latency as the sum of its ops' measured latencies.
+
+Hardware-aware NAS (ProxylessNAS, Cai et al., ICLR 2019; once-for-all, Cai et al., ICLR 2020; ERSAM,
+Li et al., ICASSP 2023) avoids timing every candidate by timing each distinct layer configuration once
+and summing. An op is a JSON-able spec (``{"op": "mbconv", ...}`` from ``models.space.layer_specs``);
+``make_op(spec) -> (module, example_input)`` builds it with its real input shape. The sum ignores
+framework overhead between ops and cache effects across them, so absolute errors of 10-30 % are
+common; what search needs is the ranking, which :func:`lut_error` measures (Spearman's rho).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ersam_ssl.hw.latency import LatencyReport, measure_torch_latency
+
+__all__ = ["IGNORED_SPEC_FIELDS", "LUTError", "LatencyLUT", "lut_error", "spec_key", "summarize_errors"]
+
+MakeOp = Callable[[dict], tuple[nn.Module, Any]]
+_FORMAT_VERSION = 1
+
+
+# Fields that say where an op sits in a model, not what it computes: two ops that differ only here
+# share one LUT entry (``layer_specs`` names each op by its module path).
+IGNORED_SPEC_FIELDS = ("name",)
+
+
+def spec_key(spec: Mapping[str, Any]) -> str:
+    """Canonical JSON of an op spec (sorted keys, no spaces, without :data:`IGNORED_SPEC_FIELDS`)."""
+    kept = {k: v for k, v in spec.items() if k not in IGNORED_SPEC_FIELDS}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+
+
+def _host_info() -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+class LatencyLUT:
+    """Median single-op latencies (ms) keyed by canonical op spec (:func:`spec_key`), measured on this CPU.
+
+    Args:
+        entries: Known ``{spec_key: ms}``.
+        make_op: Builds ``(module, example_input)`` from a spec; with it, unknown specs are measured
+            lazily (and cached); without it, :meth:`predict` raises ``KeyError`` on unknown specs.
+        threads, warmup, repeats: Measurement settings (see :func:`measure_torch_latency`).
+        meta: Free-form metadata saved with the table (host, torch version, settings).
+    """
+
+    def __init__(
+        self,
+        entries: Mapping[str, float] | None = None,
+        *,
+        make_op: MakeOp | None = None,
+        threads: int = 1,
+        warmup: int = 5,
+        repeats: int = 20,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.entries: dict[str, float] = dict(entries or {})
+        self.make_op = make_op
+        self.threads = threads
+        self.warmup = warmup
+        self.repeats = repeats
+        self.meta: dict[str, Any] = dict(meta) if meta else {"host": _host_info()}
+        self.num_measured = 0  # ops measured by this instance (not loaded)
+
+    @classmethod
+    def build(
+        cls,
+        specs: Iterable[Mapping[str, Any]],
+        make_op: MakeOp,
+        threads: int = 1,
+        warmup: int = 5,
+        repeats: int = 20,
+    ) -> LatencyLUT:
+        """Measure every distinct spec in ``specs`` once and keep ``make_op`` for lazy measurement."""
+        lut = cls(make_op=make_op, threads=threads, warmup=warmup, repeats=repeats)
+        for spec in specs:
+            lut.latency_ms(spec)
+        return lut
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, spec: object) -> bool:
+        return isinstance(spec, Mapping) and spec_key(spec) in self.entries
+
+    def measure(self, spec: Mapping[str, Any]) -> LatencyReport:
+        """Build and time one op (always measures; use :meth:`latency_ms` for the cached value)."""
+        if self.make_op is None:
+            raise KeyError(f"cannot measure op {spec_key(spec)}: this LUT has no make_op attached")
+        module, example_input = self.make_op(dict(spec))
+        report = measure_torch_latency(
+            module,
+            threads=self.threads,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            example_input=example_input,
+        )
+        self.num_measured += 1
+        return report
+
+    def latency_ms(self, spec: Mapping[str, Any]) -> float:
+        """Median latency of one op: from the table, or measured now (if ``make_op`` is attached)."""
+        key = spec_key(spec)
+        if key not in self.entries:
+            if self.make_op is None:
+                raise KeyError(
+                    f"op {key} is not in the latency LUT ({len(self.entries)} entries) and no make_op is "
+                    "attached to measure it; build the LUT over a superset of ops or pass make_op"
+                )
+            self.entries[key] = self.measure(spec).median_ms
+        return self.entries[key]
+
+    def predict(self, arch_specs: Sequence[Mapping[str, Any]]) -> float:
+        """Predicted latency (ms) of a model given as its list of op specs: the sum of op latencies."""
+        return float(sum(self.latency_ms(spec) for spec in arch_specs))
+
+    def to_dict(self) -> dict[str, Any]:
+        settings = {"threads": self.threads, "warmup": self.warmup, "repeats": self.repeats}
+        return {"version": _FORMAT_VERSION, "meta": self.meta, "settings": settings, "entries": self.entries}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as JSON atomically (temp file in the same directory, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, make_op: MakeOp | None = None) -> LatencyLUT:
+        """Read a table written by :meth:`save`; attach ``make_op`` to measure unknown ops lazily."""
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported LUT format version {data.get('version')!r}")
+        settings = data.get("settings", {})
+        return cls(
+            {str(k): float(v) for k, v in data["entries"].items()},
+            make_op=make_op,
+            threads=int(settings.get("threads", 1)),
+            warmup=int(settings.get("warmup", 5)),
+            repeats=int(settings.get("repeats", 20)),
+            meta=data.get("meta"),
+        )
+
+
+@dataclass(frozen=True)
+class LUTError:
+    """Predicted vs measured latency over a set of architectures.
+
+    Attributes:
+        rows: Per architecture ``{"arch", "predicted_ms", "measured_ms", "rel_error"}`` with
+            ``rel_error = (predicted - measured) / measured``.
+        mean_abs_pct_error: Mean of ``|rel_error|`` in percent.
+        mean_pct_error: Mean signed error in percent (positive: the LUT over-predicts).
+        spearman: Spearman rank correlation of predicted vs measured (what search relies on).
+    """
+
+    rows: tuple[dict[str, Any], ...]
+    mean_abs_pct_error: float
+    mean_pct_error: float
+    spearman: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize_errors(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float, float]:
+    """``(mean |rel err| %, mean rel err %, Spearman rho)`` of predicted vs measured latencies."""
+    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if p.shape != m.shape or p.size == 0:
+        raise ValueError("predicted and measured must be non-empty and of equal length")
+    from scipy import stats  # imported here: only error analysis needs SciPy
+
+    rel = (p - m) / m
+    rho = float(stats.spearmanr(p, m).statistic) if p.size > 1 else float("nan")
+    return float(np.mean(np.abs(rel)) * 100), float(np.mean(rel) * 100), rho
+
+
+def lut_error(
+    lut: LatencyLUT,
+    archs: Sequence[dict],
+    build_model: Callable[[dict], nn.Module],
+    layer_specs: Callable[[dict], list[dict]],
+    *,
+    num_samples: int = 80000,
+    threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+) -> LUTError:
+    """Compare the LUT's prediction with the measured latency of each whole model.
+
+    Args:
+        lut: The table (ops missing from it are measured lazily if it has ``make_op``).
+        archs: Architecture dicts.
+        build_model: ``arch -> nn.Module`` taking a waveform ``[1, num_samples]``.
+        layer_specs: ``arch -> list of op specs`` (the same decomposition the LUT was built from).
+    """
+    rows = []
+    for arch in archs:
+        predicted = lut.predict(layer_specs(arch))
+        model = build_model(arch)
+        measured = measure_torch_latency(
+            model, num_samples=num_samples, threads=threads, warmup=warmup, repeats=repeats
+        ).median_ms
+        rows.append(
+            {
+                "arch": arch,
+                "predicted_ms": predicted,
+                "measured_ms": measured,
+                "rel_error": (predicted - measured) / measured,
+            }
+        )
+    mape, mpe, rho = summarize_errors([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    return LUTError(tuple(rows), mape, mpe, rho)
