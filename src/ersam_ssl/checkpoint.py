@@ -1,0 +1,148 @@
+"""Checkpoints: atomic writes, safe loading, and hand-over of weights between training stages.
+
+* :class:`AtomicCheckpointIO` — a Lightning ``CheckpointIO`` that writes to a temporary file and renames it,
+  so a run killed mid-write never leaves a truncated checkpoint (``last.ckpt`` stays the previous one).
+* :func:`save_model` / :func:`load_model` — a self-describing model file (architecture config + weights),
+  loaded with ``torch.load(..., weights_only=True)``.
+* :func:`load_weights` — the one call that moves weights from any stage to the next: pretrain → finetune →
+  distill → NAS supernet. It accepts a model file, a Lightning checkpoint or a state dict, and copies the
+  chosen parts (e.g. ``("frontend", "backbone")``) into a model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch import nn
+
+MODEL_FILE_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O with atomic writes and ``weights_only`` loading."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = "cpu", weights_only: bool | None = None
+    ) -> dict:
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+    """Write ``{"config", "state_dict", "extra"}`` atomically; ``model`` must have ``config()``."""
+    payload = {
+        "format": "ersam_ssl.model",
+        "version": MODEL_FILE_VERSION,
+        "config": model.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def load_model(path: str | Path):
+    """Rebuild a :class:`~ersam_ssl.models.CountModel` from :func:`save_model`'s file (or a Lightning
+    checkpoint whose ``ersam_model_config`` entry was stored by a training module), in eval mode."""
+    from ersam_ssl.models import CountModel
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") == "ersam_ssl.model":
+        model = CountModel.from_config(blob["config"])
+        model.load_state_dict(blob["state_dict"])
+        return model.eval()
+    if "ersam_model_config" in blob:
+        model = CountModel.from_config(blob["ersam_model_config"])
+        model.load_state_dict(_strip(blob["state_dict"], "model."))
+        return model.eval()
+    raise ValueError(
+        f"{path}: neither an ersam_ssl model file nor a checkpoint of an ersam_ssl training module"
+    )
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _state_dict_of(source: str | Path | dict | nn.Module) -> dict[str, torch.Tensor]:
+    """Model-level state dict (keys like ``backbone.stem...``) from any supported source."""
+    if isinstance(source, nn.Module):
+        return source.state_dict()
+    if isinstance(source, dict) and "state_dict" not in source and "format" not in source:
+        return source
+    blob = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
+    state = blob["state_dict"]
+    if blob.get("format") == "ersam_ssl.model":
+        return state
+    # Lightning checkpoint of a training module: the counter lives under "model." (teachers, EMA copies and
+    # projection heads under other prefixes are ignored).
+    inner = _strip(state, "model.")
+    return inner or state
+
+
+def load_weights(
+    model: nn.Module,
+    source: str | Path | dict | nn.Module,
+    parts: Sequence[str] = ("frontend", "backbone"),
+    strict: bool = True,
+) -> list[str]:
+    """Copy the ``parts`` of ``source``'s counter into ``model`` (the stage-to-stage hand-over).
+
+    Example:
+        >>> student = create_model("sam")
+        >>> load_weights(student, "runs/x/pretrain/last.ckpt")                   # backbone from pretraining
+        >>> load_weights(student, "runs/x/finetune/model.pt", parts=("",))       # everything
+
+    Args:
+        model: the destination counter.
+        source: a model file, a Lightning checkpoint of an ersam_ssl module, a state dict or a module.
+        parts: top-level module names to copy (``""`` = all).
+        strict: every destination key of the chosen parts must be present with the same shape.
+
+    Returns:
+        The list of copied keys.
+    """
+    src = _state_dict_of(source)
+    dst = model.state_dict()
+    prefixes = tuple("" if p == "" else f"{p}." for p in parts)
+    wanted = [k for k in dst if k.startswith(prefixes)]
+    missing = [k for k in wanted if k not in src]
+    mismatched = [k for k in wanted if k in src and src[k].shape != dst[k].shape]
+    if strict and (missing or mismatched):
+        raise ValueError(
+            f"cannot load {parts}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(mismatched)} with other shapes (e.g. {mismatched[:3]}); architectures differ?"
+        )
+    copied = [k for k in wanted if k in src and src[k].shape == dst[k].shape]
+    with torch.no_grad():
+        for k in copied:
+            dst[k].copy_(src[k])
+    return copied

@@ -1,0 +1,130 @@
+"""Lightning Trainer factory: checkpointing with resume, progress bars, loggers and scale-out from config.
+
+Scale-out is configuration only: ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` are passed to
+Lightning unchanged (e.g. ``trainer.devices=4 trainer.strategy=ddp`` on a GPU node, or
+``trainer.num_nodes=2`` under SLURM/torchrun); the modules never place tensors themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from ersam_ssl.checkpoint import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How one training stage runs.
+
+    Attributes:
+        max_steps / max_epochs: stop criteria (``max_steps=-1`` means epochs decide).
+        val_every_steps: validate every N training steps (0: once per epoch).
+        checkpoint_every_steps: write ``last.ckpt`` every N steps (atomic), so a killed run resumes.
+        wandb: log to Weights & Biases (offline unless the user is logged in / ``WANDB_MODE=online``).
+        accelerator / devices / num_nodes / strategy / precision: passed to ``pl.Trainer`` (scale-out).
+    """
+
+    max_steps: int = 500
+    max_epochs: int = -1
+    val_every_steps: int = 0
+    limit_val_batches: float = 1.0
+    checkpoint_every_steps: int = 50
+    log_every_steps: int = 10
+    progress_bar: bool = True
+    wandb: bool = False
+    wandb_project: str = "ersam_ssl"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    gradient_clip_val: float = 0.0
+    deterministic: bool = False
+
+
+def _loggers(cfg: TrainerConfig, out_dir: Path, name: str) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(str(out_dir), name="logs", version="")]
+    if cfg.wandb:
+        from pytorch_lightning.loggers import WandbLogger
+
+        offline = os.environ.get("WANDB_MODE", "offline") != "online" and not os.environ.get("WANDB_API_KEY")
+        loggers.append(
+            WandbLogger(project=cfg.wandb_project, name=name, save_dir=str(out_dir), offline=offline)
+        )
+    return loggers
+
+
+def make_trainer(
+    cfg: TrainerConfig, out_dir: str | Path, name: str = "stage", callbacks: list | None = None
+) -> pl.Trainer:
+    """A Trainer writing checkpoints/logs under ``out_dir`` (``checkpoints/last.ckpt`` is the resume point)."""
+    out_dir = Path(out_dir)
+    ckpt = ModelCheckpoint(
+        dirpath=str(out_dir / "checkpoints"),
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=max(1, cfg.checkpoint_every_steps),
+        save_on_train_epoch_end=True,
+    )
+    cbs: list = [ckpt, LearningRateMonitor(logging_interval="step"), *(callbacks or [])]
+    if cfg.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=10))
+    kwargs: dict[str, Any] = {}
+    if cfg.val_every_steps > 0:
+        kwargs["val_check_interval"] = cfg.val_every_steps
+        kwargs["check_val_every_n_epoch"] = None
+    return pl.Trainer(
+        default_root_dir=str(out_dir),
+        max_steps=cfg.max_steps,
+        max_epochs=cfg.max_epochs if cfg.max_epochs > 0 else (None if cfg.max_steps > 0 else 1),
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        logger=_loggers(cfg, out_dir, name),
+        callbacks=cbs,
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=cfg.log_every_steps,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        gradient_clip_val=cfg.gradient_clip_val or None,
+        deterministic=cfg.deterministic,
+        limit_val_batches=cfg.limit_val_batches,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def resume_path(out_dir: str | Path) -> str | None:
+    """``out_dir/checkpoints/last.ckpt`` if a previous (possibly killed) run left one."""
+    p = Path(out_dir) / "checkpoints" / "last.ckpt"
+    return str(p) if p.is_file() else None
+
+
+def fit(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    cfg: TrainerConfig,
+    out_dir: str | Path,
+    name: str = "stage",
+    resume: bool = True,
+    callbacks: list | None = None,
+) -> pl.Trainer:
+    """Train ``module`` (resuming from ``out_dir``'s last checkpoint when ``resume``); returns the Trainer."""
+    trainer = make_trainer(cfg, out_dir, name, callbacks)
+    ckpt = resume_path(out_dir) if resume else None
+    if ckpt:
+        log.info("resuming %s from %s", name, ckpt)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    return trainer
