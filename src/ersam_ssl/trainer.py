@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
 
@@ -29,7 +32,11 @@ class TrainerConfig:
     Attributes:
         max_steps / max_epochs: stop criteria (``max_steps=-1`` means epochs decide).
         val_every_steps: validate every N training steps (0: once per epoch).
-        checkpoint_every_steps: write ``last.ckpt`` every N steps (atomic), so a killed run resumes.
+        checkpoint_every_steps: 0 (default) writes ``last.ckpt`` at every epoch end: a killed run resumes
+            from the last epoch boundary and, with the epoch-seeded data of :class:`SAMDataModule` and the
+            RNG states saved by :class:`RNGStateCallback`, reproduces the uninterrupted run exactly. N > 0
+            also writes every N steps (finer-grained, but a mid-epoch resume replays that epoch's data
+            from its start, so it is not bit-identical).
         wandb: log to Weights & Biases (offline unless the user is logged in / ``WANDB_MODE=online``).
         accelerator / devices / num_nodes / strategy / precision: passed to ``pl.Trainer`` (scale-out).
     """
@@ -38,7 +45,7 @@ class TrainerConfig:
     max_epochs: int = -1
     val_every_steps: int = 0
     limit_val_batches: float = 1.0
-    checkpoint_every_steps: int = 50
+    checkpoint_every_steps: int = 0
     log_every_steps: int = 10
     progress_bar: bool = True
     wandb: bool = False
@@ -50,6 +57,44 @@ class TrainerConfig:
     precision: str = "32-true"
     gradient_clip_val: float = 0.0
     deterministic: bool = False
+
+
+class RNGStateCallback(pl.Callback):
+    """Save and restore the torch/NumPy/Python generator states with every checkpoint.
+
+    Lightning restores weights, optimizer and loop counters but not the generators that drive dropout,
+    random subnet sampling, etc.; without them a resumed run diverges from the uninterrupted one.
+    """
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        np_state = np.random.get_state()
+        checkpoint["ersam_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": _python_state_to_tensor(random.getstate()),
+        }
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        rng = checkpoint.get("ersam_rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        random.setstate(_python_state_from_tensor(rng["python"]))
+
+
+def _python_state_to_tensor(state: tuple) -> dict:
+    version, internal, gauss = state
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def _python_state_from_tensor(d: dict) -> tuple:
+    return d["version"], tuple(int(x) for x in d["internal"].tolist()), d["gauss"]
 
 
 def _loggers(cfg: TrainerConfig, out_dir: Path, name: str) -> list[Logger]:
@@ -69,14 +114,17 @@ def make_trainer(
 ) -> pl.Trainer:
     """A Trainer writing checkpoints/logs under ``out_dir`` (``checkpoints/last.ckpt`` is the resume point)."""
     out_dir = Path(out_dir)
+    every = {"every_n_train_steps": cfg.checkpoint_every_steps} if cfg.checkpoint_every_steps > 0 else {}
     ckpt = ModelCheckpoint(
+        # save_top_k=1 without a monitor keeps the newest checkpoint; Lightning writes last.ckpt only when
+        # a regular checkpoint was written in the same step.
         dirpath=str(out_dir / "checkpoints"),
         save_last=True,
-        save_top_k=0,
-        every_n_train_steps=max(1, cfg.checkpoint_every_steps),
+        save_top_k=1,
         save_on_train_epoch_end=True,
+        **every,
     )
-    cbs: list = [ckpt, LearningRateMonitor(logging_interval="step"), *(callbacks or [])]
+    cbs: list = [ckpt, RNGStateCallback(), LearningRateMonitor(logging_interval="step"), *(callbacks or [])]
     if cfg.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=10))
     kwargs: dict[str, Any] = {}

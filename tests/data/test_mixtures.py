@@ -117,7 +117,9 @@ def test_short_speaker_streams_are_looped(small_engine):
 
 def test_precomputed_items_are_identical(small_engine):
     fresh = small_engine.mixtures("train", 10, "clinical", stream="pc")
-    cached = small_engine.mixtures("train", 10, "clinical", stream="pc").precompute(num_workers=2, batch_size=3)
+    cached = small_engine.mixtures("train", 10, "clinical", stream="pc").precompute(
+        num_workers=2, batch_size=3
+    )
     for i in range(10):
         a, ya = fresh[i]
         b, yb = cached[i]

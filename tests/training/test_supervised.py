@@ -111,3 +111,35 @@ def test_confusion_png(tmp_path):
 def test_trainer_scale_out_settings_pass_through(tmp_path):
     t = make_trainer(TrainerConfig(devices=1, strategy="auto", progress_bar=False), tmp_path)
     assert t.num_devices == 1 and t.num_nodes == 1
+
+
+class _Kill(pl.Callback):
+    """Simulates a kill: raises in the middle of an epoch, after an epoch-boundary checkpoint was written."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise SystemExit("killed")
+
+
+def _run(engine, out, steps, seed=0, callbacks=None):
+    pl.seed_everything(seed)
+    dm = SAMDataModule(engine, labeled_views={"x": "weak"}, unlabeled_views=None)
+    module = SupervisedCounter(create_model("sam", num_classes=4))
+    fit(module, dm, TrainerConfig(max_steps=steps, progress_bar=False), out, callbacks=callbacks)
+    return module
+
+
+def test_killed_run_resumes_to_the_identical_result(small_engine, tmp_path):
+    """An uninterrupted run and a run killed mid-epoch then resumed end with identical weights."""
+    full = _run(small_engine, tmp_path / "full", steps=8)  # 2 batches per epoch (8 labeled / 4)
+    with pytest.raises(SystemExit):
+        _run(small_engine, tmp_path / "killed", steps=8, callbacks=[_Kill(at_step=5)])
+    assert (
+        torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    )
+    resumed = _run(small_engine, tmp_path / "killed", steps=8, seed=123)  # other RNG state at start
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k

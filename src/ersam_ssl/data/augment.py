@@ -8,6 +8,7 @@ distortion and masking (RandAugment-style, as FixMatch's strong branch).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -29,6 +30,7 @@ from audiomentations import (
 from torch.utils.data import Dataset
 
 from ersam_ssl.audio import SAMPLE_RATE
+from ersam_ssl.data.sampling import split_key
 from ersam_ssl.registry import Registry
 
 View = Callable[[np.ndarray], np.ndarray]
@@ -99,10 +101,12 @@ class ViewDataset(Dataset):
         indices: optional subset of ``base`` (e.g. the labeled budget).
         hide_label: store the label as ``y_hidden`` (for monitoring pseudo-label accuracy only) instead of
             ``y``, so an unlabeled loader cannot leak labels into a loss by accident.
+        seed: with :class:`~ersam_ssl.data.sampling.EpochSampler` keys ``(index, epoch, round)``, views are
+            drawn from a generator seeded by (seed, epoch, round, index): reproducible in any worker.
 
     Items are dicts: the view keys, ``idx`` (position in this dataset, used by FlexMatch) and ``y`` or
-    ``y_hidden``. Views are drawn in DataLoader workers; seed them with
-    ``lightning.seed_everything(seed, workers=True)``.
+    ``y_hidden``. Indexed with a plain int, views use the global generators (seed them with
+    ``lightning.seed_everything(seed, workers=True)``); indexed with an EpochSampler key they are exact.
     """
 
     def __init__(
@@ -111,8 +115,10 @@ class ViewDataset(Dataset):
         views: Mapping[str, str],
         indices: np.ndarray | list[int] | None = None,
         hide_label: bool = False,
+        seed: int = 0,
     ) -> None:
         self.base = base
+        self.seed = int(seed)
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         self.view_names = dict(views)
         self._views = {k: make_view(v) for k, v in self.view_names.items()}
@@ -121,11 +127,26 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base) if self.indices is None else int(self.indices.size)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        j = int(i) if self.indices is None else int(self.indices[i])
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, torch.Tensor]:
+        i, epoch = split_key(key)
+        j = i if self.indices is None else int(self.indices[i])
         wave, y = self.base[j]
         x = wave.numpy()
-        out = {k: torch.from_numpy(np.ascontiguousarray(v(x))) for k, v in self._views.items()}
-        out["idx"] = torch.tensor(int(i), dtype=torch.int64)
+        if epoch is None:
+            views = {k: v(x) for k, v in self._views.items()}
+        else:
+            # audiomentations draws from the global `random` and `np.random` generators: seed them from
+            # (seed, epoch, round, item) and restore them afterwards (same draws in any worker, any order).
+            py_state, np_state = random.getstate(), np.random.get_state()
+            ss = np.random.SeedSequence([self.seed, *epoch, i])
+            random.seed(int(ss.generate_state(1)[0]))
+            np.random.seed(ss.generate_state(4))
+            try:
+                views = {k: v(x) for k, v in self._views.items()}
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in views.items()}
+        out["idx"] = torch.tensor(i, dtype=torch.int64)
         out["y_hidden" if self.hide_label else "y"] = y
         return out

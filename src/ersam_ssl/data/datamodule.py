@@ -21,6 +21,7 @@ from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.bank import SpeakerBank
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureDataset, babble_track
+from ersam_ssl.data.sampling import EpochSampler
 from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
 from ersam_ssl.data.sources import LibriCountSource, Source, open_source
 from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
@@ -257,11 +258,19 @@ class SAMDataModule(pl.LightningDataModule):
         if labeled_views is None and unlabeled_views is None:
             raise ValueError("ask for labeled_views, unlabeled_views or both")
 
+    def _clock(self) -> int:
+        """The trainer's optimizer step (0 outside a trainer): the data order's position."""
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_step) if trainer is not None else 0
+
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """Training loaders draw keys from an :class:`EpochSampler` (order and views exact per epoch)."""
         return DataLoader(
             ds,
             batch_size=min(batch_size, len(ds)),
-            shuffle=shuffle,
+            sampler=EpochSampler(len(ds), seed=self.engine.config.seed, clock=self._clock)
+            if shuffle
+            else None,
             drop_last=shuffle and len(ds) >= batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -270,7 +279,8 @@ class SAMDataModule(pl.LightningDataModule):
 
     def labeled_dataset(self) -> ViewDataset:
         lab = self.labeled_indices if self.labeled_indices is not None else self.engine.budget[0]
-        return ViewDataset(self.engine.pool, self.labeled_views or {"x": "weak"}, indices=lab)
+        seed = self.engine.config.seed
+        return ViewDataset(self.engine.pool, self.labeled_views or {"x": "weak"}, indices=lab, seed=seed)
 
     def unlabeled_dataset(self) -> ViewDataset:
         e = self.engine
@@ -280,7 +290,9 @@ class SAMDataModule(pl.LightningDataModule):
                 unl = np.arange(len(e.pool))
         else:
             unl = np.arange(len(e.unlabeled_pool))
-        return ViewDataset(e.unlabeled_pool, self.unlabeled_views or {}, indices=unl, hide_label=True)
+        return ViewDataset(
+            e.unlabeled_pool, self.unlabeled_views or {}, indices=unl, hide_label=True, seed=e.config.seed + 1
+        )
 
     def train_dataloader(self):
         loaders = {}
