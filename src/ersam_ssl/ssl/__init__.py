@@ -1,0 +1,56 @@
+"""Training methods as thin LightningModules over the pure losses of :mod:`ersam_ssl.losses`.
+
+Every method subclasses :class:`~ersam_ssl.ssl.base.CounterModule` (shared evaluation, optimizer,
+checkpoint metadata), takes an injected :class:`~ersam_ssl.models.CountModel` and ``OptimConfig`` and a
+frozen config dataclass of its own, and is registered in :data:`METHODS`:
+
+- ``supervised``: :class:`SupervisedCounter` (labeled clips only).
+- ``contrastive``: :class:`ContrastivePretrain` — SimCLR or BYOL pretraining of frontend + backbone.
+- ``finetune``: :class:`Finetune` — supervised training from a pretrained encoder.
+- ``fixmatch``: :class:`FixMatch` — FixMatch / FlexMatch / distribution alignment / count-aware mixing.
+- ``distill``: :class:`Distill` — ERSAM's uncertainty-weighted distillation from a frozen teacher.
+
+Stages hand over weights with :func:`ersam_ssl.checkpoint.load_weights` / ``load_model``::
+
+    pre = ContrastivePretrain.simclr(build_model(arch));  fit(pre, datamodule_for(pre, engine), cfg, "pre")
+    ft = Finetune.from_pretrained(build_model(arch), "pre/checkpoints/last.ckpt")
+    kd = Distill.from_teacher_file(build_model(small_arch), "ft/checkpoints/last.ckpt")
+"""
+
+from ersam_ssl.ssl.base import CounterModule, OptimConfig, SupervisedCounter, labeled_batch
+from ersam_ssl.ssl.contrastive import (
+    BYOLConfig,
+    BYOLObjective,
+    ContrastivePretrain,
+    KNNProbe,
+    SimCLRConfig,
+    SimCLRObjective,
+)
+from ersam_ssl.ssl.distill import UNCERTAINTY_POLICIES, Distill, DistillConfig
+from ersam_ssl.ssl.finetune import Finetune, FinetuneConfig
+from ersam_ssl.ssl.fixmatch import AlignToUniform, FixMatch, FixMatchConfig
+from ersam_ssl.ssl.methods import METHODS, datamodule_for, views_of
+
+__all__ = [
+    "METHODS",
+    "UNCERTAINTY_POLICIES",
+    "AlignToUniform",
+    "BYOLConfig",
+    "BYOLObjective",
+    "ContrastivePretrain",
+    "CounterModule",
+    "Distill",
+    "DistillConfig",
+    "Finetune",
+    "FinetuneConfig",
+    "FixMatch",
+    "FixMatchConfig",
+    "KNNProbe",
+    "OptimConfig",
+    "SimCLRConfig",
+    "SimCLRObjective",
+    "SupervisedCounter",
+    "datamodule_for",
+    "labeled_batch",
+    "views_of",
+]
