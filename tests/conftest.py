@@ -64,6 +64,7 @@ def small_data_config():
         batch_size=4,
         unlabeled_batch_size=8,
         num_workers=0,
+        min_epoch_items=0,
     )
 
 

@@ -53,3 +53,19 @@ def test_datamodule_with_worker_processes(small_engine):
     dm = SAMDataModule(small_engine, labeled_views={"x": "identity"}, num_workers=2)
     batches = list(dm.train_dataloader())
     assert sum(b["x"].shape[0] for b in batches) == 8
+
+
+def test_small_labeled_sets_repeat_to_a_useful_epoch(small_engine):
+    from dataclasses import replace
+
+    from ersam_ssl.data import DataEngine
+    from ersam_ssl.data.sampling import EpochSampler
+
+    engine = DataEngine(replace(small_engine.config, min_epoch_items=20), source=small_engine.source)
+    dm = SAMDataModule(engine, labeled_views={"x": "identity"})
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, EpochSampler) and len(loader.sampler) == 24  # 8 labeled x 3 repeats
+    keys = list(loader.sampler)
+    assert sorted(k[0] for k in keys) == sorted(list(range(8)) * 3)
+    assert len({k[3] for k in keys}) == 3  # each copy has its own order and its own augmentation draws
+    assert keys == list(EpochSampler(8, seed=engine.config.seed, repeats=3, clock=lambda: 0))

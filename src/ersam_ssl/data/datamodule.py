@@ -45,6 +45,8 @@ class DataConfig:
         labeled_scenario / unlabeled_scenario / test_scenario: acoustic domain of each part; the default
             is the shifted "clinical" domain everywhere except where a study says otherwise.
         precompute_pool: render the pool into memory once (int16, exact) instead of every epoch.
+        min_epoch_items: a training epoch repeats a small set (e.g. 10 labels per class) until it holds at
+            least this many items, so validation and epoch overhead do not run after every batch.
         test_root: optional LibriCount-style folder used as the test set instead of generated mixtures.
         synth_speakers / synth_seconds / synth_seed: the embedded corpus (fixed across run seeds, as a real
             corpus would be; ``seed`` varies splits, mixtures and label budgets).
@@ -72,6 +74,7 @@ class DataConfig:
     unlabeled_batch_size: int = 64
     num_workers: int = 2
     precompute_pool: bool = True
+    min_epoch_items: int = 512
     seed: int = 0
 
     def validate(self) -> None:
@@ -265,10 +268,12 @@ class SAMDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """Training loaders draw keys from an :class:`EpochSampler` (order and views exact per epoch)."""
+        min_items = self.engine.config.min_epoch_items
+        repeats = max(1, -(-min_items // len(ds))) if shuffle and min_items > 0 else 1
         return DataLoader(
             ds,
             batch_size=min(batch_size, len(ds)),
-            sampler=EpochSampler(len(ds), seed=self.engine.config.seed, clock=self._clock)
+            sampler=EpochSampler(len(ds), seed=self.engine.config.seed, clock=self._clock, repeats=repeats)
             if shuffle
             else None,
             drop_last=shuffle and len(ds) >= batch_size,

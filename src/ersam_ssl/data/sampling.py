@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
-Key = tuple[int, int, int]
+Key = tuple[int, ...]
 
 
 class EpochSampler(Sampler[Key]):
@@ -23,11 +23,13 @@ class EpochSampler(Sampler[Key]):
     and in a run resumed from a checkpoint, unlike Lightning's epoch counter, which can differ by one after
     resuming from an end-of-epoch checkpoint. Without a clock it is the epoch given to :meth:`set_epoch`.
     ``round`` counts passes started at the same clock value (so a loader re-iterated within a step still
-    gets a new order).
+    gets a new order). ``repeats`` > 1 makes one pass ``repeats`` shuffled copies of the data (a few-label
+    set then forms an epoch of useful length instead of one batch followed by a full validation).
     """
 
-    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, clock=None) -> None:
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, clock=None, repeats: int = 1) -> None:
         self.num_items = int(num_items)
+        self.repeats = max(1, int(repeats))
         self.seed = int(seed)
         self.shuffle = shuffle
         self.clock = clock
@@ -39,18 +41,21 @@ class EpochSampler(Sampler[Key]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.num_items
+        return self.num_items * self.repeats
 
     def __iter__(self) -> Iterator[Key]:
         pass_id = int(self.clock()) if self.clock is not None else self.epoch
         self._round = self._round + 1 if pass_id == self._last else 0
         self._last = pass_id
-        order = (
-            np.random.default_rng([self.seed, pass_id, self._round]).permutation(self.num_items)
-            if self.shuffle
-            else np.arange(self.num_items)
-        )
-        return iter([(int(i), pass_id, self._round) for i in order])
+        keys: list[Key] = []
+        for r in range(self.repeats):
+            order = (
+                np.random.default_rng([self.seed, pass_id, self._round, r]).permutation(self.num_items)
+                if self.shuffle
+                else np.arange(self.num_items)
+            )
+            keys.extend((int(i), pass_id, self._round, r) for i in order)
+        return iter(keys)
 
 
 def split_key(key: int | Key) -> tuple[int, tuple[int, ...] | None]:
