@@ -122,29 +122,20 @@ def export_onnx_for_latency(
     example_input: Any = None,
     opset_version: int = 17,
 ) -> Path:
-    """Export ``model`` with the TorchScript-based exporter (``dynamo=False``, opset 17).
+    """Export ``model`` for timing with :func:`ersam_ssl.export.export_onnx` (``dynamo=False``, opset 17).
 
-    A small internal helper until ``ersam_ssl.export`` provides the project-wide exporter; the input is
-    named ``wave`` and the batch axis is fixed to 1, as in streaming deployment.
+    The input is named ``wave`` and the batch axis is fixed to 1, as in streaming deployment.
     """
-    args = _as_args(dummy_waveform(num_samples) if example_input is None else example_input)
-    path = Path(path)
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            torch.onnx.export(
-                model,
-                args,
-                str(path),
-                dynamo=False,
-                opset_version=opset_version,
-                input_names=["wave"] if len(args) == 1 else None,
-                output_names=["logits"],
-            )
-    finally:
-        model.train(was_training)
-    return path
+    from ersam_ssl.export import export_onnx
+
+    return export_onnx(
+        model,
+        path,
+        num_samples,
+        example_input=example_input,
+        opset_version=opset_version,
+        dynamic_batch=False,
+    )
 
 
 def measure_onnx_latency(

@@ -1,0 +1,262 @@
+"""Deployment export: ONNX (fp32), int8 quantization with ONNX Runtime, and checks against PyTorch.
+
+- :func:`export_onnx` — the project-wide exporter: TorchScript-based ``torch.onnx.export(dynamo=False)``,
+  opset 17, input ``wave [batch, samples]``, output ``logits [batch, C_out]``, dynamic batch axis. The
+  SAM and CountNet frontends switch their STFT to a ``Conv`` with a DFT basis while exporting
+  (:mod:`ersam_ssl.models.frontend`), so the whole counter, waveform to counts, is one ONNX graph.
+- :func:`quantize_onnx` — int8 weights with ONNX Runtime: ``dynamic`` (weights int8 offline, activations
+  quantized per call; ``ConvInteger``/``MatMulInteger``) or ``static`` (QDQ, activation ranges calibrated on
+  training clips). Both run ORT's quantization pre-processing first (shape inference and graph
+  optimisation, e.g. BatchNorm folded into the convolutions). By default the frontend (STFT-as-Conv and the
+  mel matmul) stays fp32: log-mel features feed a log, where int8 rounding of small powers is amplified,
+  and feature extraction is commonly kept in float on device. Recurrent layers (GRU) stay fp32 in both
+  modes (ORT quantizes LSTM only).
+- :func:`compare_with_torch` — runs PyTorch and ONNX models over the same labeled batches: max absolute
+  output difference, counting metrics of each, and agreement of predicted counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.metrics import CountMetrics
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "wave"
+OUTPUT_NAME = "logits"
+QUANT_MODES = ("dynamic", "static")
+# Nodes of the exported log-mel / STFT frontends (module path "frontend").
+FRONTEND_PREFIX = "/frontend/"
+
+
+def _as_args(example_input: Any) -> tuple:
+    return example_input if isinstance(example_input, tuple) else (example_input,)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    num_samples: int = 80000,
+    *,
+    example_input: Any = None,
+    opset_version: int = 17,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Export a counter (``wave [B, T] -> raw output``) to ONNX; returns ``path``.
+
+    Args:
+        model: exported in eval mode (its mode is restored afterwards).
+        path: the ``.onnx`` file to write (parent folders are created).
+        num_samples: length of the example waveform (80000 = 5 s at 16 kHz); the time axis is fixed.
+        example_input: a tensor or tuple of arguments instead of the example waveform.
+        opset_version: ONNX opset (17: the version verified with onnxruntime here).
+        dynamic_batch: make the batch axis of the (single) input and of the output dynamic.
+    """
+    from ersam_ssl.hw.cost import dummy_waveform
+
+    args = _as_args(dummy_waveform(num_samples) if example_input is None else example_input)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    single = len(args) == 1
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch and single else None
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset_version,
+                input_names=[INPUT_NAME] if single else None,
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+            )
+    finally:
+        model.train(was_training)
+    return path
+
+
+def onnx_session(path: str | Path | bytes, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and full graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(session: Any, waves: Tensor | np.ndarray) -> np.ndarray:
+    """Run a single-input session on a waveform batch ``[B, T]``."""
+    array = waves.detach().cpu().numpy() if isinstance(waves, Tensor) else np.asarray(waves)
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: np.ascontiguousarray(array, dtype=np.float32)})[0]
+
+
+class _WaveReader:
+    """ORT calibration data reader over waveform batches."""
+
+    def __init__(self, batches: Iterable[np.ndarray], input_name: str) -> None:
+        self._iter = iter([{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
+
+    def get_next(self) -> dict | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some calibrators
+        pass
+
+
+def frontend_nodes(path: str | Path) -> list[str]:
+    """Names of the frontend's ``Conv``/``MatMul`` nodes in an exported counter."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [
+        n.name for n in graph.node if n.name.startswith(FRONTEND_PREFIX) and n.op_type in ("Conv", "MatMul")
+    ]
+
+
+def quantize_onnx(
+    src: str | Path,
+    dst: str | Path,
+    mode: str = "dynamic",
+    *,
+    calibration: Iterable[Tensor | np.ndarray] | None = None,
+    quantize_frontend: bool = False,
+    per_channel: bool = False,
+) -> Path:
+    """Write an int8 version of ``src`` to ``dst`` (see the module docstring for the modes).
+
+    Args:
+        src / dst: fp32 model in, int8 model out.
+        mode: ``"dynamic"`` or ``"static"``.
+        calibration: waveform batches ``[B, T]`` for ``"static"`` (training clips, not test clips).
+        quantize_frontend: also quantize the STFT/mel frontend's Conv/MatMul.
+        per_channel: per-output-channel weight scales.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in QUANT_MODES:
+        raise ValueError(f"mode must be one of {QUANT_MODES}, got {mode!r}")
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        exclude = [] if quantize_frontend else frontend_nodes(prepared)
+        if mode == "dynamic":
+            quantize_dynamic(
+                prepared, dst, per_channel=per_channel, weight_type=QuantType.QInt8, nodes_to_exclude=exclude
+            )
+        else:
+            if calibration is None:
+                raise ValueError("static quantization needs calibration batches")
+            batches = [
+                b.detach().cpu().numpy() if isinstance(b, Tensor) else np.asarray(b) for b in calibration
+            ]
+            if not batches:
+                raise ValueError("static quantization needs at least one calibration batch")
+            import onnx
+
+            input_name = onnx.load(str(prepared)).graph.input[0].name
+            quantize_static(
+                prepared,
+                dst,
+                _WaveReader(batches, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+    return dst
+
+
+@torch.no_grad()
+def compare_with_torch(
+    model: nn.Module,
+    onnx_models: Mapping[str, str | Path],
+    batches: Iterable[Any],
+    *,
+    levels: AmbianceLevels | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Evaluate a PyTorch counter and ONNX exports of it on the same labeled batches.
+
+    Args:
+        model: a :class:`~ersam_ssl.models.CountModel` (``head.predict`` / ``head.log_probs`` give counts).
+        onnx_models: ``{name: path}``, e.g. ``{"onnx_fp32": ..., "onnx_int8": ...}``.
+        batches: ``{"x", "y"}`` dicts or ``(x, y)`` tuples of waveforms and counts.
+
+    Returns:
+        ``{"torch": metrics, name: {**metrics, "max_abs_diff", "mean_abs_diff", "agreement"}, "clips": n}``
+        where metrics are ``mae``, ``accuracy``, ``error_rate``, ``level_accuracy``, ``ece``; the
+        differences are of raw outputs vs PyTorch, ``agreement`` the share of equal predicted counts.
+    """
+    model.eval()
+    head = model.head
+    sessions = {name: onnx_session(path, threads) for name, path in onnx_models.items()}
+    metrics = {name: CountMetrics(head.num_classes, levels) for name in ["torch", *sessions]}
+    max_diff = dict.fromkeys(sessions, 0.0)
+    sum_diff = dict.fromkeys(sessions, 0.0)
+    agree = dict.fromkeys(sessions, 0)
+    n = 0
+    for batch in batches:
+        x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
+        ref = model(x)
+        ref_pred = head.predict(ref)
+        metrics["torch"].update(ref_pred, head.log_probs(ref), y)
+        for name, session in sessions.items():
+            out = torch.from_numpy(onnx_outputs(session, x))
+            diff = (out - ref).abs()
+            max_diff[name] = max(max_diff[name], float(diff.max()))
+            sum_diff[name] += float(diff.mean()) * y.shape[0]
+            pred = head.predict(out)
+            agree[name] += int((pred == ref_pred).sum())
+            metrics[name].update(pred, head.log_probs(out), y)
+        n += int(y.shape[0])
+    if n == 0:
+        raise ValueError("no batches to compare on")
+    result: dict[str, Any] = {"clips": n}
+    for name, m in metrics.items():
+        values = m.compute()
+        result[name] = {k: values[k] for k in ("mae", "accuracy", "error_rate", "level_accuracy", "ece")}
+        if name in sessions:
+            result[name].update(
+                max_abs_diff=max_diff[name], mean_abs_diff=sum_diff[name] / n, agreement=agree[name] / n
+            )
+    return result
+
+
+def onnx_size_bytes(path: str | Path) -> int:
+    return os.path.getsize(path)
+
+
+def batched(waves: Sequence[Tensor] | Tensor, batch_size: int) -> list[Tensor]:
+    """Split ``[N, T]`` (or a list of ``[T]``) into ``[B, T]`` batches."""
+    stacked = waves if isinstance(waves, Tensor) else torch.stack(list(waves))
+    return [stacked[i : i + batch_size] for i in range(0, stacked.shape[0], batch_size)]

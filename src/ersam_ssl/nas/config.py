@@ -1,0 +1,229 @@
+"""Configuration of a hardware-aware search run (``ersam-ssl search``): one frozen dataclass tree.
+
+Every field has its default here; a YAML preset holds only differences and ``key=value`` overrides use
+dotted paths (``budget.max_latency_ms=5``, ``data.labels_per_class=5``, ``supernet.steps=100``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ersam_ssl.data import DataConfig
+from ersam_ssl.models import SAMSpace
+from ersam_ssl.trainer import TrainerConfig
+
+STRATEGIES = ("evolution", "random", "proxyless")
+COST_METRICS = ("latency_ms", "avg_power_mw", "macs")
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """Sandwich-rule supernet training (BigNAS): see :class:`~ersam_ssl.nas.supernet.SupernetModule`.
+
+    Attributes:
+        steps: optimizer steps (0: use the initial weights as they are).
+        num_random_subnets: random members per step besides the largest and the smallest.
+        ce_weight / kd_weight / kd_temperature: the members' label loss and in-place distillation.
+        teacher_weight / teacher_temperature / uncertainty: distillation of the largest member from the
+            external teacher (``SearchConfig.teacher``), weighted by the teacher's entropy (ERSAM) or not.
+        lr / weight_decay / warmup_frac: AdamW with linear warm-up and cosine decay.
+        batch_size / unlabeled_batch_size: clips per step (0: the data config's sizes).
+        labeled_view / unlabeled_view: augmentation views of the two loaders.
+        val_every_steps: validate the largest member every N steps (0: at the end only).
+        calib_batches: recent training batches used to recalibrate BatchNorm before validation.
+    """
+
+    steps: int = 200
+    num_random_subnets: int = 2
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
+    teacher_weight: float = 1.0
+    teacher_temperature: float = 4.0
+    uncertainty: str = "entropy"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_frac: float = 0.05
+    batch_size: int = 16
+    unlabeled_batch_size: int = 32
+    labeled_view: str = "weak"
+    unlabeled_view: str = "identity"
+    val_every_steps: int = 0
+    calib_batches: int = 4
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Hardware budgets and how costs are computed (:class:`~ersam_ssl.hw.CostModel`).
+
+    Attributes:
+        profile: device profile for energy (``avg_power_mw``: ERSAM's mW·12 h).
+        latency: ``"lut"`` (per-op table measured on this CPU), ``"measure"`` (time every member) or
+            ``"none"``.
+        max_latency_ms / max_energy_mw / max_macs: budgets (``None``: unconstrained). The default energy
+            budget, 0.75 mW on the Pixel 3 model (one 5 s window every 5 s), admits about 14 M MACs per
+            window, of which the log-mel frontend takes 10 M; the largest member needs 1.0 mW.
+        num_samples: samples per inference window (80000 = 5 s at 16 kHz).
+        threads / warmup / repeats: latency measurement settings.
+    """
+
+    profile: str = "pixel3"
+    latency: str = "lut"
+    max_latency_ms: float | None = None
+    max_energy_mw: float | None = 0.75
+    max_macs: float | None = None
+    num_samples: int = 80000
+    threads: int = 1
+    warmup: int = 3
+    repeats: int = 10
+
+    def validate(self) -> None:
+        if self.latency not in ("lut", "measure", "none"):
+            raise ValueError(f"budget.latency={self.latency!r}: choose lut, measure or none")
+        if self.max_latency_ms is not None and self.latency == "none":
+            raise ValueError("budget.max_latency_ms needs budget.latency=lut or measure")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Multi-trial search with inherited weights (NNI ``RegularizedEvolution`` or ``Random``).
+
+    Attributes:
+        strategy: ``evolution``, ``random`` or ``proxyless`` (one-shot, :class:`ProxylessConfig`).
+        trials: members evaluated (over-budget members are filtered before evaluation and not counted).
+        population_size / sample_size / mutation_prob: regularized (aging) evolution, Real et al. 2019.
+        calib_batches / calib_batch_size: training clips for BatchNorm recalibration of every member.
+        mae_weight: the search maximises ``accuracy - mae_weight * MAE`` on the validation set.
+        max_filtered: stop after this many consecutive over-budget candidates.
+    """
+
+    strategy: str = "evolution"
+    trials: int = 100
+    population_size: int = 20
+    sample_size: int = 5
+    mutation_prob: float = 0.15
+    calib_batches: int = 4
+    calib_batch_size: int = 32
+    mae_weight: float = 0.1
+    max_filtered: int = 2000
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"search.strategy={self.strategy!r}: choose one of {STRATEGIES}")
+
+
+@dataclass(frozen=True)
+class ProxylessConfig:
+    """One-shot search with NNI ``Proxyless`` and an expected-hardware-cost penalty.
+
+    Attributes:
+        steps: training steps (each: one architecture step on a validation batch, one weight step).
+        arc_lr / weight_lr: learning rates of the architecture weights and of the supernet weights.
+        penalty_metric: cost in the penalty (``latency_ms``, ``avg_power_mw``, ``macs``).
+        penalty_scale: weight of the penalty; ``penalty_baseline`` (``None``: that metric's budget).
+        samples: members drawn from the learned distribution and evaluated besides the most likely one.
+        batch_size: clips per step.
+    """
+
+    steps: int = 200
+    arc_lr: float = 0.05
+    weight_lr: float = 1e-4
+    penalty_metric: str = "avg_power_mw"
+    penalty_scale: float = 1.0
+    penalty_baseline: float | None = None
+    samples: int = 8
+    batch_size: int = 32
+
+    def validate(self) -> None:
+        if self.penalty_metric not in COST_METRICS:
+            raise ValueError(
+                f"proxyless.penalty_metric={self.penalty_metric!r}: choose one of {COST_METRICS}"
+            )
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Short supervised fine-tuning of the chosen member (inherited weights) on the labeled clips.
+
+    The fine-tuned weights are kept only if they do not lower the validation score.
+    """
+
+    steps: int = 100
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export of the chosen member, int8 quantization and checks against PyTorch.
+
+    Attributes:
+        enabled: export at all.
+        quantize: ``dynamic`` (int8 weights, activations quantized at run time), ``static`` (QDQ with
+            calibration on training clips) or ``none``.
+        calib_clips: training clips for static calibration.
+        quantize_frontend: also quantize the STFT/mel frontend (default: it stays fp32).
+        max_abs_diff: largest allowed |ONNX fp32 - PyTorch| of the raw outputs on the test set.
+        repeats: latency repeats (one thread) for PyTorch and ONNX Runtime.
+    """
+
+    enabled: bool = True
+    quantize: str = "dynamic"
+    calib_clips: int = 64
+    quantize_frontend: bool = False
+    max_abs_diff: float = 1e-3
+    repeats: int = 30
+
+    def validate(self) -> None:
+        if self.quantize not in ("dynamic", "static", "none"):
+            raise ValueError(f"export.quantize={self.quantize!r}: choose dynamic, static or none")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A whole search run: data, space, supernet training, search, fine-tuning and export.
+
+    Attributes:
+        out_dir: every output goes here (also NNI's experiment directory).
+        init: checkpoint / model file of a trained largest-arch counter to initialise the supernet from
+            (e.g. the fine-tuned result of semi-supervised training); ``None``: random initialisation.
+        teacher: checkpoint / model file of an external teacher for uncertainty-weighted distillation.
+        supernet_checkpoint: a trained supernet (``supernet.pt``) to search directly (skips training).
+        space: fields of :class:`~ersam_ssl.models.SAMSpace` that differ from its defaults, e.g.
+            ``space.kernels=[3,5]``; :attr:`sam_space` is the resulting space.
+        head / n_mels: count head and mel bands of every member.
+    """
+
+    out_dir: str = "runs/search"
+    seed: int = 0
+    init: str | None = None
+    teacher: str | None = None
+    supernet_checkpoint: str | None = None
+    head: str = "classify"
+    n_mels: int = 64
+    data: DataConfig = field(default_factory=DataConfig)
+    space: dict = field(default_factory=dict)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    search: StrategyConfig = field(default_factory=StrategyConfig)
+    proxyless: ProxylessConfig = field(default_factory=ProxylessConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(checkpoint_every_steps=50))
+
+    @property
+    def sam_space(self) -> SAMSpace:
+        return SAMSpace.from_dict({**SAMSpace().to_dict(), **self.space})
+
+    def validate(self) -> None:
+        try:
+            self.sam_space  # noqa: B018 - builds (and so checks) the space
+        except TypeError as e:
+            raise ValueError(f"space: {e}") from e
+        self.data.validate()
+        self.budget.validate()
+        self.search.validate()
+        self.proxyless.validate()
+        self.export.validate()
+        if self.supernet.uncertainty not in ("entropy", "none"):
+            raise ValueError(f"supernet.uncertainty={self.supernet.uncertainty!r}: choose entropy or none")
