@@ -1,0 +1,41 @@
+"""Long-recording analysis: per-window speaker counts, ambiance levels and a timeline of a recording.
+
+Example:
+    >>> from ersam_ssl.analysis import analyze_recording
+    >>> summary = analyze_recording("day.flac", "model.onnx", "out/day")
+    >>> summary.level_share, summary.hours_analysed
+
+Command line: ``ersam-ssl analyze RECORDING|FOLDER --model MODEL --out DIR``.
+"""
+
+from ersam_ssl.analysis.plots import BinnedTimeline, aggregate, plot_timeline
+from ersam_ssl.analysis.recording import (
+    ONNX_CONFIG_KEY,
+    AudioBlock,
+    Counter,
+    OnnxCounter,
+    StreamReport,
+    Summary,
+    TorchCounter,
+    VadConfig,
+    WindowBatch,
+    WindowTable,
+    analyze_folder,
+    analyze_recording,
+    attach_onnx_config,
+    find_recordings,
+    iter_windows,
+    load_counter,
+    read_onnx_config,
+    read_windows,
+    stream_audio,
+    summarize_windows,
+    vad_activity,
+)
+
+__all__ = [
+    "ONNX_CONFIG_KEY", "AudioBlock", "BinnedTimeline", "Counter", "OnnxCounter", "StreamReport", "Summary",
+    "TorchCounter", "VadConfig", "WindowBatch", "WindowTable", "aggregate", "analyze_folder",
+    "analyze_recording", "attach_onnx_config", "find_recordings", "iter_windows", "load_counter", "plot_timeline",
+    "read_onnx_config", "read_windows", "stream_audio", "summarize_windows", "vad_activity",
+]  # fmt: skip
