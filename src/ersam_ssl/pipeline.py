@@ -1,0 +1,439 @@
+"""The end-to-end ERSAM-SSL pipeline behind ``python recipes/run.py`` and ``ersam-ssl run``.
+
+Stages (each writes ``runs/<name>/<stage>/`` and a ``result.json`` when complete):
+
+1. ``data``     — data engine: corpus, speaker bank, speaker-disjoint splits, clinical pool, label budget.
+2. ``pretrain`` — contrastive pretraining (SimCLR or BYOL) of the teacher's encoder on unlabeled clips.
+3. ``teacher``  — semi-supervised training (FixMatch family) of the teacher (the largest architecture of
+                  the search space) from the pretrained encoder on the few labels + unlabeled clips.
+4. ``nas``      — ERSAM: weight-sharing supernet initialised from the teacher, trained with the sandwich
+                  rule and uncertainty-weighted distillation; hardware-aware search under latency/energy
+                  budgets; the chosen subnet fine-tuned and exported to ONNX (fp32 + int8).
+5. ``evaluate`` — speaker-disjoint test metrics of the teacher and the searched model (PyTorch and ONNX),
+                  cost (MACs, latency, modeled energy), plots and ``summary.json``.
+
+``--resume`` skips completed stages and continues an interrupted stage from its last checkpoint; training
+data order and augmentations are functions of (seed, step), so a resumed run reaches the same result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from ersam_ssl import config as cfglib
+from ersam_ssl.data import DataConfig, DataEngine
+from ersam_ssl.nas.config import SearchConfig
+from ersam_ssl.trainer import TrainerConfig
+
+log = logging.getLogger("ersam_ssl.pipeline")
+
+STAGES = ("data", "pretrain", "teacher", "nas", "evaluate")
+
+
+def _ssl():
+    # Lazy: keeps `import ersam_ssl.pipeline` (and `ersam-ssl --help`) fast.
+    from ersam_ssl import ssl
+
+    return ssl
+
+
+@dataclass(frozen=True)
+class PretrainStage:
+    """Contrastive pretraining of the teacher encoder (``method="none"`` skips it)."""
+
+    method: str = "simclr"
+    steps: int = 120
+    batch_size: int = 32
+    lr: float = 2e-3
+    temperature: float = 0.1
+
+    def validate(self) -> None:
+        if self.method not in ("simclr", "byol", "none"):
+            raise ValueError(f"pretrain.method={self.method!r}: choose simclr, byol or none")
+
+
+@dataclass(frozen=True)
+class TeacherStage:
+    """Semi-supervised training of the teacher (largest architecture by default).
+
+    Defaults follow the validation-set tuning of ``benchmarks/few_label.py``: a fixed 0.95 threshold beat
+    FlexMatch's adaptive thresholds in short schedules (FlexMatch's warm-up keeps thresholds near zero, so
+    nearly every pseudo-label is used while most are wrong).
+    """
+
+    method: str = "fixmatch"
+    arch: str = "largest"
+    steps: int = 240
+    labeled_batch_size: int = 16
+    unlabeled_batch_size: int = 32
+    lr: float = 2e-3
+    threshold: float = 0.95
+    lambda_u: float = 1.0
+    flexmatch: bool = False
+    distribution_alignment: bool = False
+
+    def validate(self) -> None:
+        if self.method not in ("fixmatch", "supervised"):
+            raise ValueError(f"teacher.method={self.method!r}: choose fixmatch or supervised")
+        if self.arch not in ("largest", "default", "smallest"):
+            raise ValueError(f"teacher.arch={self.arch!r}: choose largest, default or smallest")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one pipeline run needs; YAML presets in ``recipes/configs`` hold only differences."""
+
+    name: str = "default"
+    out_root: str = "runs"
+    seed: int = 0
+    stages: tuple[str, ...] = STAGES
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainStage = field(default_factory=PretrainStage)
+    teacher: TeacherStage = field(default_factory=TeacherStage)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    nas: SearchConfig = field(default_factory=SearchConfig)
+    threads: int = 2
+
+    def validate(self) -> None:
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stages {bad}; choose from {STAGES}")
+        self.data.validate()
+        self.pretrain.validate()
+        self.teacher.validate()
+        self.nas.validate()
+        # In a pipeline run these come from the top level and the earlier stages, not from nas.*
+        base = SearchConfig()
+        owned = [
+            k
+            for k in ("data", "seed", "out_dir", "init", "teacher", "trainer")
+            if getattr(self.nas, k) != getattr(base, k)
+        ]
+        if owned:
+            raise ValueError(f"set {owned} at the top level (data.*, seed, trainer.*), not under nas.*: "
+                             "the pipeline fills them in for the nas stage")  # fmt: skip
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out_root) / self.name
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Defaults ← YAML preset ← ``key=value`` overrides (see :mod:`ersam_ssl.config`)."""
+    cfg = cfglib.load(RunConfig, path, list(overrides))
+    cfg.validate()
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ context
+class Run:
+    """Shared state of one run: config, output folders, the data engine and stage results."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.dir = cfg.out_dir
+        self.results: dict[str, dict] = {}
+        self._engine: DataEngine | None = None
+
+    @property
+    def engine(self) -> DataEngine:
+        if self._engine is None:
+            self._engine = DataEngine(self.cfg.data)
+        return self._engine
+
+    def stage_dir(self, stage: str) -> Path:
+        d = self.dir / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def done(self, stage: str) -> dict | None:
+        p = self.dir / stage / "result.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def finish(self, stage: str, result: dict) -> dict:
+        p = self.stage_dir(stage) / "result.json"
+        tmp = p.with_suffix(".json.part")
+        tmp.write_text(json.dumps(result, indent=1, default=_jsonable))
+        tmp.replace(p)
+        self.results[stage] = result
+        return result
+
+    def trainer_cfg(self, steps: int):
+        return replace(self.cfg.trainer, max_steps=steps)
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+def _teacher_arch(cfg: RunConfig) -> dict:
+    from ersam_ssl.models import SAMSpace
+
+    space = SAMSpace()
+    return {"largest": space.largest, "default": space.default, "smallest": space.smallest}[
+        cfg.teacher.arch
+    ]()
+
+
+# ------------------------------------------------------------------------------------------- stages
+def stage_data(run: Run) -> dict:
+    e = run.engine
+    summary = e.summary()
+    splits = {k: list(v) for k, v in e.splits.items()}
+    (run.stage_dir("data") / "splits.json").write_text(json.dumps(splits, indent=1))
+    bad = [{"path": b.path, "reason": b.reason} for b in e.bank.report.bad]
+    (run.stage_dir("data") / "bad_files.json").write_text(json.dumps(bad, indent=1))
+    return summary
+
+
+def stage_pretrain(run: Run) -> dict:
+    from ersam_ssl.checkpoint import save_model
+    from ersam_ssl.models import build_model
+    from ersam_ssl.ssl.base import OptimConfig
+    from ersam_ssl.trainer import fit
+
+    ssl = _ssl()
+    p = run.cfg.pretrain
+    out = run.stage_dir("pretrain")
+    if p.method == "none":
+        return {"skipped": True}
+    pl.seed_everything(run.cfg.seed)
+    model = build_model(_teacher_arch(run.cfg), num_classes=run.engine.num_classes)
+    optim = OptimConfig(lr=p.lr)
+    if p.method == "simclr":
+        module = ssl.ContrastivePretrain.simclr(model, ssl.SimCLRConfig(temperature=p.temperature), optim)
+    else:
+        module = ssl.ContrastivePretrain.byol(model, ssl.BYOLConfig(), optim)
+    dm = ssl.datamodule_for(module, run.engine, unlabeled_batch_size=p.batch_size)
+    t0 = time.perf_counter()
+    fit(module, dm, run.trainer_cfg(p.steps), out, name="pretrain")
+    save_model(module.model, out / "model.pt")
+    return {"model": str(out / "model.pt"), "steps": p.steps, "wall_s": round(time.perf_counter() - t0, 1),
+            "knn_probe": {k: module.val_results.get(k) for k in ("error_rate", "mae")}}  # fmt: skip
+
+
+def stage_teacher(run: Run) -> dict:
+    from ersam_ssl.checkpoint import load_weights, save_model
+    from ersam_ssl.models import build_model
+    from ersam_ssl.ssl.base import OptimConfig
+    from ersam_ssl.trainer import fit
+
+    ssl = _ssl()
+    t = run.cfg.teacher
+    out = run.stage_dir("teacher")
+    pl.seed_everything(run.cfg.seed)
+    model = build_model(_teacher_arch(run.cfg), num_classes=run.engine.num_classes)
+    pre = run.done("pretrain")
+    if pre and not pre.get("skipped"):
+        load_weights(model, pre["model"], parts=("frontend", "backbone"))
+    optim = OptimConfig(lr=t.lr)
+    if t.method == "fixmatch":
+        fm = ssl.FixMatchConfig(threshold=t.threshold, lambda_u=t.lambda_u, flexmatch=t.flexmatch,
+                                distribution_alignment=t.distribution_alignment)  # fmt: skip
+        module = ssl.FixMatch(model, optim, fm)
+    else:
+        module = ssl.SupervisedCounter(model, optim)
+    dm = ssl.datamodule_for(
+        module, run.engine, batch_size=t.labeled_batch_size, unlabeled_batch_size=t.unlabeled_batch_size
+    )
+    t0 = time.perf_counter()
+    trainer = fit(module, dm, run.trainer_cfg(t.steps), out, name="teacher")
+    wall = time.perf_counter() - t0
+    trainer.test(module, datamodule=dm, verbose=False)
+    save_model(module.model, out / "model.pt")
+    return {"model": str(out / "model.pt"), "arch": _teacher_arch(run.cfg), "steps": t.steps,
+            "wall_s": round(wall, 1), "test": module.test_results}  # fmt: skip
+
+
+def stage_nas(run: Run) -> dict:
+    from ersam_ssl.nas.search import run_search
+
+    teacher = run.done("teacher")
+    if teacher is None:
+        raise RuntimeError("the nas stage needs the teacher stage (add it to stages or run it first)")
+    c = run.cfg
+    nas_cfg = replace(c.nas, data=c.data, seed=c.seed, out_dir=str(run.stage_dir("nas")), init=teacher["model"],
+                      teacher=teacher["model"], trainer=c.trainer)  # fmt: skip
+    return run_search(nas_cfg, run.engine)
+
+
+def stage_evaluate(run: Run) -> dict:
+    return evaluate_run(run)
+
+
+STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
+    "data": stage_data,
+    "pretrain": stage_pretrain,
+    "teacher": stage_teacher,
+    "nas": stage_nas,
+    "evaluate": stage_evaluate,
+}
+
+
+def evaluate_run(run: Run) -> dict:
+    """Test metrics + cost of the final model; writes ``summary.json`` and the confusion-matrix PNG."""
+    from ersam_ssl.checkpoint import load_model
+    from ersam_ssl.data import SAMDataModule
+    from ersam_ssl.hw import count_macs, load_profile, measure_torch_latency, report_energy
+    from ersam_ssl.metrics import evaluate, plot_confusion
+
+    out = run.stage_dir("evaluate")
+    nas = run.done("nas")
+    teacher = run.done("teacher")
+    if nas is not None:
+        final_path = str(run.dir / "nas" / "model.pt")
+    elif teacher is not None:
+        final_path = teacher["model"]
+    else:
+        raise RuntimeError("nothing to evaluate: run the teacher (and nas) stages first")
+    model = load_model(final_path)
+    dm = SAMDataModule(run.engine, labeled_views={"x": "identity"})
+    metrics = evaluate(model, dm.test_dataloader())
+    plot_confusion(metrics["confusion"], out / "confusion.png", title="searched model, test set")
+    n = run.engine.config.mixture.num_samples
+    cost = count_macs(model, num_samples=n)
+    lat = measure_torch_latency(model, num_samples=n, threads=1)
+    profile = load_profile(run.cfg.nas.budget.profile)
+    energy = report_energy(cost.macs, profile)
+    lab, _ = run.engine.budget
+    summary = {
+        "error_rate": metrics["error_rate"],
+        "mae": metrics["mae"],
+        "params": cost.params,
+        "macs": cost.macs,
+        "latency_ms": lat.median_ms,
+        "energy_mw_12h": energy.avg_power_mw,
+        "labels_used": int(lab.size),
+        "window_s": run.engine.config.mixture.duration,
+        "level_accuracy": metrics["level_accuracy"],
+        "ece": metrics["ece"],
+        "model": final_path,
+        "device": profile.name,
+    }
+    if nas:
+        summary["arch"] = nas["arch"]
+        summary["pareto_png"] = str(run.dir / "nas" / "pareto.png")
+        summary["search"] = {
+            "strategy": nas["strategy"],
+            "evaluated": nas["evaluated"],
+            "rejected": nas["rejected"],
+        }
+        export = nas.get("export")
+        if export:
+            summary["onnx"] = export["files"]
+            summary["onnx_test"] = export["test"]
+            summary["onnx_latency_1_thread"] = export["latency_1_thread"]
+    if teacher:
+        summary["teacher"] = {k: teacher["test"].get(k) for k in ("error_rate", "mae")}
+    (run.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
+    return {"summary": summary, "metrics": metrics}
+
+
+# --------------------------------------------------------------------------------------------- main
+def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run the configured stages; returns ``summary.json``'s content."""
+    import torch
+
+    cfg.validate()
+    torch.set_num_threads(max(1, cfg.threads))
+    if cfg.out_dir.exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"{cfg.out_dir} exists: pass --resume to continue it or --overwrite to start over"
+        )
+    if overwrite and cfg.out_dir.exists():
+        shutil.rmtree(cfg.out_dir)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    saved = cfg.out_dir / "config.yaml"
+    if resume and saved.is_file():
+        previous = cfglib.to_dict(load_config(saved))
+        if previous != cfglib.to_dict(cfg):
+            raise ValueError(f"--resume with a different config than {saved}; start a new run name instead")
+    cfglib.save(cfg, saved)
+    (cfg.out_dir / "config.diff.yaml").write_text(_yaml(cfglib.diff(cfg)))
+    run = Run(cfg)
+    t0 = time.perf_counter()
+    timings = {}
+    for stage in STAGES:
+        if stage not in cfg.stages:
+            continue
+        prev = run.done(stage)
+        if prev is not None and resume:
+            log.info("stage %s: done, skipping", stage)
+            run.results[stage] = prev
+            continue
+        log.info("stage %s: start", stage)
+        s0 = time.perf_counter()
+        run.finish(stage, STAGE_FUNCS[stage](run))
+        timings[stage] = round(time.perf_counter() - s0, 1)
+    summary_path = cfg.out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    wall = {k: v for k, v in summary.get("wall_s", {}).items() if k in STAGES}
+    wall.update(timings)
+    summary["wall_s"] = {**wall, "total": round(sum(wall.values()), 1)}
+    log.info("this call took %.1f s", time.perf_counter() - t0)
+    summary_path.write_text(json.dumps(summary, indent=1, default=_jsonable))
+    return summary
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def format_summary(summary: dict) -> str:
+    rows = [
+        ("error rate", f"{summary['error_rate']:.3f}" if "error_rate" in summary else "-"),
+        ("MAE", f"{summary['mae']:.3f}" if "mae" in summary else "-"),
+        ("params", f"{summary.get('params', 0):,}"),
+        (f"MACs / {summary.get('window_s', 5.0):g} s window", f"{summary.get('macs', 0) / 1e6:.2f} M"),
+        ("latency (1 thread)", f"{summary.get('latency_ms', float('nan')):.2f} ms"),
+        ("energy", f"{summary.get('energy_mw_12h', float('nan')):.3f} mW·12 h ({summary.get('device', '')})"),
+        ("labels used", str(summary.get("labels_used", "-"))),
+    ]
+    if "teacher" in summary:
+        t = summary["teacher"]
+        rows.append(("teacher error / MAE", f"{t['error_rate']:.3f} / {t['mae']:.3f}"))
+    if "wall_s" in summary:
+        rows.append(("wall time", ", ".join(f"{k} {v}s" for k, v in summary["wall_s"].items())))
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recipes/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--config", default=None, help="YAML preset (only the values that differ from defaults)")
+    p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--resume", action="store_true", help="continue runs/<name> (skips finished stages)")
+    p.add_argument("--overwrite", action="store_true", help="delete runs/<name> first")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.labels_per_class=5")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = list(args.overrides)
+    if args.stages:
+        overrides.append(f"stages=[{args.stages}]")
+    cfg = load_config(args.config, overrides)
+    summary = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite)
+    print("\n" + format_summary(summary))
+    print(f"\noutputs: {cfg.out_dir}")
+    return 0

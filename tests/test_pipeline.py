@@ -1,0 +1,120 @@
+"""recipes/run.py end to end on the tiny preset, resume after a kill, config handling, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ersam_ssl import config as cfglib
+from ersam_ssl.pipeline import load_config, main
+from ersam_ssl.sweep import expand, load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes" / "configs" / "tiny.yaml")
+
+
+def test_tiny_pipeline_end_to_end(tmp_path, capsys):
+    assert main(["--config", TINY, f"out_root={tmp_path}", "name=e2e"]) == 0
+    out = tmp_path / "e2e"
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("error_rate", "mae", "params", "macs", "latency_ms", "energy_mw_12h", "labels_used"):
+        assert key in summary, key
+    assert 0 <= summary["error_rate"] <= 1 and summary["labels_used"] == 2 * 4
+    assert summary["macs"] > 0 and summary["params"] > 0 and summary["latency_ms"] > 0
+    for f in ("config.yaml", "config.diff.yaml", "evaluate/confusion.png", "nas/pareto.png", "nas/model.onnx",
+              "nas/model.int8.onnx", "nas/arch.json", "teacher/model.pt", "pretrain/model.pt",
+              "teacher/checkpoints/last.ckpt"):  # fmt: skip
+        assert (out / f).is_file(), f
+    assert "error rate" in capsys.readouterr().out
+    # the resolved config rebuilds the same run; the diff holds only what tiny.yaml changed
+    assert load_config(out / "config.yaml") == load_config(TINY, [f"out_root={tmp_path}", "name=e2e"])
+    # a second call with --resume does nothing and keeps the result
+    assert main(["--config", TINY, f"out_root={tmp_path}", "name=e2e", "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["error_rate"] == summary["error_rate"]
+    with pytest.raises(FileExistsError, match="--resume"):
+        main(["--config", TINY, f"out_root={tmp_path}", "name=e2e"])
+    with pytest.raises(ValueError, match="different config"):
+        main(["--config", TINY, f"out_root={tmp_path}", "name=e2e", "--resume", "teacher.lr=0.5"])
+
+
+def _cmd(tmp_path: Path, name: str) -> list[str]:
+    return [sys.executable, str(ROOT / "recipes" / "run.py"), "--config", TINY, f"out_root={tmp_path}", f"name={name}",
+            "--stages", "data,pretrain,teacher", "teacher.steps=40", "pretrain.steps=2"]  # fmt: skip
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(_cmd(tmp_path, "full"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cmd(tmp_path, "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    ckpt = tmp_path / "killed" / "teacher" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "teacher" / "result.json").exists(), (
+        "the kill came too late to test resume"
+    )
+    assert ckpt.exists()
+    subprocess.run([*_cmd(tmp_path, "killed"), "--resume"], check=True, env=env, capture_output=True)
+    a = torch.load(tmp_path / "full" / "teacher" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "teacher" / "model.pt", weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ra = json.loads((tmp_path / "full" / "teacher" / "result.json").read_text())["test"]
+    rb = json.loads((tmp_path / "killed" / "teacher" / "result.json").read_text())["test"]
+    assert ra == rb
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(cfglib.ConfigError, match="unknown config key 'teachr'"):
+        load_config(None, ["teachr.steps=3"])
+    with pytest.raises(ValueError, match="top level"):
+        load_config(None, ["nas.seed=3"])
+    with pytest.raises(ValueError, match="unknown stages"):
+        load_config(None, ["stages=[data,train]"])
+    cfg = load_config(
+        TINY, ["data.labels_per_class=1", "nas.budget.max_latency_ms=3", "nas.budget.latency=lut"]
+    )
+    assert cfg.data.labels_per_class == 1 and cfg.nas.budget.max_latency_ms == 3.0
+
+
+@pytest.mark.parametrize("sweep", sorted((ROOT / "recipes" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_sweep_yamls_are_valid_and_expand(sweep):
+    spec = load_sweep(sweep)  # validates every combination against RunConfig
+    runs = expand(spec)
+    assert runs and all(all("=" in o for o in r) for r in runs)
+    if spec["method"] == "grid":
+        n = 1
+        for p in spec["parameters"].values():
+            n *= len(p.get("values", [p.get("value")]))
+        assert len(runs) == n
+    assert expand(spec, seed=1) == expand(spec, seed=1)
+
+
+def test_local_sweep_runner_dry_run(capsys):
+    from ersam_ssl.sweep import main as sweep_main
+
+    assert (
+        sweep_main([str(ROOT / "recipes" / "sweeps" / "few_label.yaml"), "--dry-run", "--max-runs", "3"]) == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("recipes/run.py" in ln and "data.labels_per_class=" in ln for ln in lines)
+
+
+def test_sweep_validation_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("program: recipes/run.py\nmethod: grid\nmetric: {name: x, goal: minimize}\n"
+                   "parameters:\n  teacher.nope: {values: [1]}\n"
+                   "command:\n  - python\n  - ${program}\n  - ${args_no_hyphens}\n")  # fmt: skip
+    with pytest.raises(cfglib.ConfigError, match="nope"):
+        load_sweep(bad)
