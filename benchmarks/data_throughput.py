@@ -60,7 +60,9 @@ def main() -> None:
         t0 = time.perf_counter()
         n = sum(x.shape[0] for x, _ in loader)
         total = n / (time.perf_counter() - t0)
-        rows.append((f"{scenario} via DataLoader, {args.workers} workers (per core)", total / max(args.workers, 1)))
+        rows.append(
+            (f"{scenario} via DataLoader, {args.workers} workers (per core)", total / max(args.workers, 1))
+        )
 
     from ersam_ssl.models import build_model
 

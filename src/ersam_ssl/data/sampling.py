@@ -27,7 +27,9 @@ class EpochSampler(Sampler[Key]):
     set then forms an epoch of useful length instead of one batch followed by a full validation).
     """
 
-    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, clock=None, repeats: int = 1) -> None:
+    def __init__(
+        self, num_items: int, seed: int = 0, shuffle: bool = True, clock=None, repeats: int = 1
+    ) -> None:
         self.num_items = int(num_items)
         self.repeats = max(1, int(repeats))
         self.seed = int(seed)
