@@ -366,6 +366,11 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     cfglib.save(cfg, saved)
     (cfg.out_dir / "config.diff.yaml").write_text(_yaml(cfglib.diff(cfg)))
     run = Run(cfg)
+    tracker = None
+    if cfg.trainer.wandb:
+        from ersam_ssl import tracking
+
+        tracker = tracking.start_run(cfg.trainer.wandb_project, cfg.name, cfglib.to_dict(cfg), cfg.out_dir)
     t0 = time.perf_counter()
     timings = {}
     for stage in STAGES:
@@ -385,8 +390,16 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     wall = {k: v for k, v in summary.get("wall_s", {}).items() if k in STAGES}
     wall.update(timings)
     summary["wall_s"] = {**wall, "total": round(sum(wall.values()), 1)}
+    teacher = run.done("teacher")
+    if teacher and "teacher" not in summary:  # runs without the evaluate stage still report the teacher
+        summary["teacher"] = {k: teacher["test"].get(k) for k in ("error_rate", "mae")}
+        data = run.done("data") or {}
+        if "labeled" in data:
+            summary["labels_used"] = int(data["labeled"])
     log.info("this call took %.1f s", time.perf_counter() - t0)
     summary_path.write_text(json.dumps(summary, indent=1, default=_jsonable))
+    if tracker is not None:
+        tracking.finish_run(tracker, summary, teacher and teacher.get("test"), cfg.out_dir)
     return summary
 
 
@@ -397,15 +410,19 @@ def _yaml(d: dict) -> str:
 
 
 def format_summary(summary: dict) -> str:
-    rows = [
-        ("error rate", f"{summary['error_rate']:.3f}" if "error_rate" in summary else "-"),
-        ("MAE", f"{summary['mae']:.3f}" if "mae" in summary else "-"),
-        ("params", f"{summary.get('params', 0):,}"),
-        (f"MACs / {summary.get('window_s', 5.0):g} s window", f"{summary.get('macs', 0) / 1e6:.2f} M"),
-        ("latency (1 thread)", f"{summary.get('latency_ms', float('nan')):.2f} ms"),
-        ("energy", f"{summary.get('energy_mw_12h', float('nan')):.3f} mW·12 h ({summary.get('device', '')})"),
-        ("labels used", str(summary.get("labels_used", "-"))),
-    ]
+    """The printed end-of-run table; rows of stages that did not run are left out."""
+    rows = []
+    if "error_rate" in summary:
+        rows += [("error rate", f"{summary['error_rate']:.3f}"), ("MAE", f"{summary['mae']:.3f}")]
+    if "macs" in summary:
+        rows += [
+            ("params", f"{summary['params']:,}"),
+            (f"MACs / {summary.get('window_s', 5.0):g} s window", f"{summary['macs'] / 1e6:.2f} M"),
+            ("latency (1 thread)", f"{summary['latency_ms']:.2f} ms"),
+            ("energy", f"{summary['energy_mw_12h']:.3f} mW·12 h ({summary.get('device', '')})"),
+        ]
+    if "labels_used" in summary:
+        rows.append(("labels used", str(summary["labels_used"])))
     if "teacher" in summary:
         t = summary["teacher"]
         rows.append(("teacher error / MAE", f"{t['error_rate']:.3f} / {t['mae']:.3f}"))
