@@ -57,3 +57,15 @@ def test_pipeline_logs_metrics_and_model_artifact_offline(tmp_path, monkeypatch)
     # Resuming reopens the same wandb run instead of starting another.
     assert main([*args, "--resume"]) == 0
     assert (out / "wandb_id.txt").read_text().strip() in runs[0].name
+
+
+def test_agent_runs_get_the_agents_run_id_and_their_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw1")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun")
+    assert tracking.sweep_run_name() == "sweep-sw1-agentrun"
+    args = ["--config", TINY, f"out_root={tmp_path}", "--stages", "data", "trainer.wandb=true"]
+    assert main(args) == 0
+    out = tmp_path / "sweep-sw1-agentrun"
+    assert (out / "wandb_id.txt").read_text() == "agentrun"
+    assert [p.name.split("-")[-1] for p in out.glob("wandb/offline-run-*")] == ["agentrun"]

@@ -449,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.stages:
         overrides.append(f"stages=[{args.stages}]")
+    from ersam_ssl.tracking import sweep_run_name
+
+    if sweep_run_name() and not any(o.startswith("name=") for o in overrides):
+        overrides.insert(0, f"name={sweep_run_name()}")  # each agent run gets its own folder
     cfg = load_config(args.config, overrides)
     summary = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite)
     print("\n" + format_summary(summary))

@@ -49,7 +49,10 @@ def start_run(project: str, name: str, config: dict, out_dir: Path) -> Any:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     id_file = out_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+    # Under `wandb agent` the run id is the agent's (the sweep waits for that run's metric).
+    run_id = os.environ.get("WANDB_RUN_ID") or (
+        id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+    )
     id_file.write_text(run_id)
     return wandb.init(
         project=project,
@@ -60,6 +63,12 @@ def start_run(project: str, name: str, config: dict, out_dir: Path) -> Any:
         dir=str(out_dir),
         mode=wandb_mode(),
     )
+
+
+def sweep_run_name() -> str | None:
+    """A unique run name under ``wandb agent`` (which sets the sweep and run ids), else ``None``."""
+    sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    return f"sweep-{sweep}-{run}" if sweep and run else None
 
 
 def final_metrics(summary: dict, teacher_test: dict | None) -> dict[str, float]:
