@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import tone
@@ -45,3 +46,11 @@ def test_data_make_from_librispeech_root(librispeech_tree, tmp_path, capsys):
     assert sorted(src.counts()) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert (out / "manifest.csv").read_text().startswith("path,count,split,index,speakers")
     assert all(u.meta["scenario"] == "clinical" for u in src.utterances)
+
+
+@pytest.mark.parametrize("command", ["analyze", "search", "run"])
+def test_subcommand_help_reaches_the_subcommands_parser(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out

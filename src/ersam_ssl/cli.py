@@ -102,18 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DELEGATES = {"analyze": "ersam_ssl.analysis.cli", "search": "ersam_ssl.nas.cli", "run": "ersam_ssl.pipeline"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if getattr(args, "delegate", None):
+    if argv and argv[0] in DELEGATES:
+        # Hand every remaining argument (including --help) to the sub-command's own parser.
         import importlib
 
-        mod = importlib.import_module(
-            {"analyze": "ersam_ssl.analysis.cli", "search": "ersam_ssl.nas.cli", "run": "ersam_ssl.pipeline"}[
-                args.delegate
-            ]
-        )
-        return int(mod.main(args.rest) or 0)
+        return int(importlib.import_module(DELEGATES[argv[0]]).main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -2,6 +2,18 @@
 
 Every field has its default here; a YAML preset holds only differences and ``key=value`` overrides use
 dotted paths (``budget.max_latency_ms=5``, ``data.labels_per_class=5``, ``supernet.steps=100``).
+
+Scaling the multi-trial search out is a config change only (:class:`StrategyConfig`)::
+
+    ersam-ssl search search.training_service=local search.trial_concurrency=2
+    ersam-ssl search --config search.yaml   # with, in search.yaml:
+        search:
+          training_service: remote
+          trial_concurrency: 4
+          trial_dir: /shared/nas/trial_inputs      # a path every machine sees (e.g. NFS)
+          machines:
+            - {host: 10.0.0.5, user: alice, ssh_key_file: ~/.ssh/id_ed25519, python_path: /opt/venv/bin}
+            - {host: 10.0.0.6, user: alice, ssh_key_file: ~/.ssh/id_ed25519, python_path: /opt/venv/bin}
 """
 
 from __future__ import annotations
@@ -14,6 +26,20 @@ from ersam_ssl.trainer import TrainerConfig
 
 STRATEGIES = ("evolution", "random", "proxyless")
 COST_METRICS = ("latency_ms", "avg_power_mw", "macs")
+TRAINING_SERVICES = ("sequential", "local", "remote")
+# The fields of NNI's RemoteMachineConfig (kept here: this module must not import NNI).
+MACHINE_KEYS = (
+    "host",
+    "port",
+    "user",
+    "password",
+    "ssh_key_file",
+    "ssh_passphrase",
+    "python_path",
+    "use_active_gpu",
+    "max_trial_number_per_gpu",
+    "gpu_indices",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,20 @@ class StrategyConfig:
         calib_batches / calib_batch_size: training clips for BatchNorm recalibration of every member.
         mae_weight: the search maximises ``accuracy - mae_weight * MAE`` on the validation set.
         max_filtered: stop after this many consecutive over-budget candidates.
+        training_service: where trials run (:mod:`ersam_ssl.nas.trial`): ``sequential`` (in this process,
+            one after another), ``local`` (NNI's local training service: every trial is a separate process
+            on this machine, managed by the NNI manager) or ``remote`` (NNI's remote training service:
+            trials run over SSH on ``machines``). The members, their metrics and the records are the same.
+        trial_concurrency: trials running at once (``local`` / ``remote`` only).
+        trial_dir: where trial processes read their inputs (supernet weights, feature batches);
+            ``None``: ``<out_dir>/trial_inputs``. For ``remote`` it must be a path that every machine sees
+            (a shared file system mounted at the same path).
+        machines: remote machines, each a mapping of NNI ``RemoteMachineConfig`` fields (``host``, ``user``,
+            ``port``, ``ssh_key_file``, ``python_path``, ...). Trials run ``python3`` found on the machine's
+            ``PATH`` after ``python_path``; that environment needs ``ersam_ssl`` with its ``nas`` extras.
+            Prefer SSH keys: the resolved config (``config.yaml``) holds these mappings as given.
+        nni_port: port of the NNI manager (``remote`` also uses the next one); ``None``: a free port.
+        nni_manager_ip: address remote machines use to reach this one (``None``: NNI detects it).
     """
 
     strategy: str = "evolution"
@@ -106,10 +146,47 @@ class StrategyConfig:
     calib_batch_size: int = 32
     mae_weight: float = 0.1
     max_filtered: int = 2000
+    training_service: str = "sequential"
+    trial_concurrency: int = 1
+    trial_dir: str | None = None
+    machines: tuple[dict, ...] = ()
+    nni_port: int | None = None
+    nni_manager_ip: str | None = None
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"search.strategy={self.strategy!r}: choose one of {STRATEGIES}")
+        if self.training_service not in TRAINING_SERVICES:
+            raise ValueError(
+                f"search.training_service={self.training_service!r}: choose one of {TRAINING_SERVICES}"
+            )
+        if self.trial_concurrency < 1:
+            raise ValueError(f"search.trial_concurrency={self.trial_concurrency}: must be at least 1")
+        if self.training_service == "sequential" and self.trial_concurrency != 1:
+            raise ValueError(
+                f"search.trial_concurrency={self.trial_concurrency} needs search.training_service=local or "
+                "remote: the sequential engine runs one trial at a time"
+            )
+        if self.strategy == "proxyless" and self.training_service != "sequential":
+            raise ValueError(
+                "search.strategy=proxyless is one-shot and trains in this process: "
+                "use search.training_service=sequential"
+            )
+        if self.training_service == "remote" and not self.machines:
+            raise ValueError("search.training_service=remote needs search.machines (host, user, ...)")
+        if self.machines and self.training_service != "remote":
+            raise ValueError("search.machines is only used with search.training_service=remote")
+        for i, machine in enumerate(self.machines):
+            if not isinstance(machine, dict):
+                raise ValueError(f"search.machines[{i}]: expected a mapping, got {machine!r}")
+            unknown = sorted(set(machine) - set(MACHINE_KEYS))
+            if unknown:
+                raise ValueError(f"search.machines[{i}]: unknown keys {unknown}; known: {list(MACHINE_KEYS)}")
+            for key in ("host", "user"):
+                if not isinstance(machine.get(key), str) or not machine[key]:
+                    raise ValueError(f"search.machines[{i}].{key}: required (a non-empty string)")
+        if self.nni_port is not None and not 0 < self.nni_port < 65535:
+            raise ValueError(f"search.nni_port={self.nni_port}: choose a port in 1..65534")
 
 
 @dataclass(frozen=True)
