@@ -33,6 +33,7 @@ import pytorch_lightning as pl
 
 from ersam_ssl import config as cfglib
 from ersam_ssl.data import DataConfig, DataEngine
+from ersam_ssl.fileio import write_json
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.trainer import TrainerConfig
 
@@ -162,10 +163,7 @@ class Run:
         return json.loads(p.read_text()) if p.is_file() else None
 
     def finish(self, stage: str, result: dict) -> dict:
-        p = self.stage_dir(stage) / "result.json"
-        tmp = p.with_suffix(".json.part")
-        tmp.write_text(json.dumps(result, indent=1, default=_jsonable))
-        tmp.replace(p)
+        write_json(self.stage_dir(stage) / "result.json", result, default=_jsonable)
         self.results[stage] = result
         return result
 

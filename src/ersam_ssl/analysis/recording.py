@@ -43,6 +43,7 @@ import torch
 
 from ersam_ssl import audio
 from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.fileio import atomic_open, atomic_path, write_json
 
 #: Default analysis window and hop (seconds): the 5 s clips the counters are trained on.
 DEFAULT_WINDOW = 5.0
@@ -568,9 +569,8 @@ def attach_onnx_config(path: str | Path, model_or_config: torch.nn.Module | dict
             del proto.metadata_props[i]
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(config)
-    tmp = path.with_name(path.name + ".part")
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
     return path
 
 
@@ -972,9 +972,7 @@ def _finite(o: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj, allow_nan=False)
 
 
 def _count_batch(
@@ -1095,13 +1093,11 @@ def analyze_folder(
         rows.append(row)
     levels = kwargs.get("levels") or AmbianceLevels()
     cols = list(SUMMARY_CSV_COLUMNS) + [f"share_{name}" for name in levels.names]
-    tmp = out_dir / "summary.csv.part"
-    with open(tmp, "w", newline="") as fh:
+    with atomic_open(out_dir / "summary.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({c: r.get(c, "") for c in cols})
-    os.replace(tmp, out_dir / "summary.csv")
     return rows
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from ersam_ssl import audio
 from ersam_ssl.data.bank import REFERENCE_RMS, VAD_FRAME, VAD_THRESHOLD_DB, SpeakerBank, frame_rms
 from ersam_ssl.data.scenarios import ScenarioRenderer, coloured_noise
 from ersam_ssl.data.sources import LibriCountSource
+from ersam_ssl.fileio import atomic_open, atomic_path, write_json
 
 
 @dataclass(frozen=True)
@@ -322,12 +322,9 @@ def materialize(dataset: MixtureDataset, out_dir: str | Path, indices: Sequence[
         m = dataset.generate(int(i))
         stem = f"{m.count}_{dataset.split}{int(i):06d}"
         pcm = np.clip(np.round(m.audio * 32768.0), -32768, 32767).astype(np.int16)
-        tmp = out / f".{stem}.flac.part"
-        sf.write(str(tmp), pcm, sr, format="FLAC", subtype="PCM_16")
-        os.replace(tmp, out / f"{stem}.flac")
-        tmpj = out / f".{stem}.json.part"
-        tmpj.write_text(json.dumps(m.meta, indent=1))
-        os.replace(tmpj, out / f"{stem}.json")
+        with atomic_path(out / f"{stem}.flac") as tmp:
+            sf.write(str(tmp), pcm, sr, format="FLAC", subtype="PCM_16")
+        write_json(out / f"{stem}.json", m.meta)
         rows.append(
             {
                 "path": f"{stem}.flac",
@@ -338,12 +335,10 @@ def materialize(dataset: MixtureDataset, out_dir: str | Path, indices: Sequence[
             }  # fmt: skip
         )
     manifest = out / "manifest.csv"
-    tmp = out / ".manifest.csv.part"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(manifest, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["path", "count", "split", "index", "speakers"])
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, manifest)
     (out / "mixture_config.json").write_text(json.dumps(asdict(dataset.config), indent=1))
     return manifest
 

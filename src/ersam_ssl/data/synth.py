@@ -26,6 +26,7 @@ from scipy import signal
 
 from ersam_ssl import audio
 from ersam_ssl.data.sources import SOURCES, LibriSpeechSource
+from ersam_ssl.fileio import atomic_path, write_text
 
 #: Bump when synthesis or the text generator change, so stale caches are not reused.
 CORPUS_VERSION = 1
@@ -370,10 +371,9 @@ def synthesize(text: str, voice: Voice, sample_rate: int = audio.SAMPLE_RATE) ->
 
 # ------------------------------------------------------------------------------------------- corpus
 def _atomic_write_flac(path: Path, x: np.ndarray, sample_rate: int) -> None:
-    tmp = path.with_name(path.name + ".part")
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-    sf.write(str(tmp), pcm, sample_rate, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), pcm, sample_rate, format="FLAC", subtype="PCM_16")
 
 
 def _build_voice(root: Path, voice: Voice, seconds_per_speaker: float, seed: int, sample_rate: int) -> None:
@@ -400,9 +400,7 @@ def _build_voice(root: Path, voice: Voice, seconds_per_speaker: float, seed: int
             state["seconds"] += x.size / sample_rate
         k += 1
         state["utterances"] = k
-    tmp = spk_dir / "done.json.part"
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, spk_dir / "done.json")
+    write_text(spk_dir / "done.json", json.dumps(state))
 
 
 def _voice_done(root: Path, voice: Voice, seconds_per_speaker: float, seed: int) -> bool:
@@ -439,14 +437,8 @@ def build_corpus(
     lines = ["; ID | SEX | SUBSET | MINUTES | NAME (espeak-ng voice)"]
     for v in voices:
         lines.append(f"{v.speaker_id} | {v.sex or '-'} | synth | {seconds_per_speaker / 60:.2f} | {v.name}")
-    _atomic_text(root / "SPEAKERS.TXT", "\n".join(lines) + "\n")
-    _atomic_text(root / "voices.json", json.dumps([asdict(v) for v in voices], indent=1))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(root / "SPEAKERS.TXT", "\n".join(lines) + "\n")
+    write_text(root / "voices.json", json.dumps([asdict(v) for v in voices], indent=1))
 
 
 @SOURCES.register("synth")

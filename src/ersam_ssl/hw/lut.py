@@ -11,9 +11,7 @@ common; what search needs is the ranking, which :func:`lut_error` measures (Spea
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ersam_ssl.fileio import write_json
 from ersam_ssl.hw.latency import LatencyReport, measure_torch_latency
 
 __all__ = ["IGNORED_SPEC_FIELDS", "LUTError", "LatencyLUT", "lut_error", "spec_key", "summarize_errors"]
@@ -138,19 +137,7 @@ class LatencyLUT:
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON atomically (temp file in the same directory, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_json(path, self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def load(cls, path: str | Path, make_op: MakeOp | None = None) -> LatencyLUT:

@@ -1,0 +1,40 @@
+"""Atomic writes: the destination holds the old or the new content, never a partial file."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ersam_ssl.fileio import atomic_open, atomic_path, write_json, write_text
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    dest = tmp_path / "result.json"
+    write_json(dest, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_open(dest) as fh:
+        fh.write('{"v": 2')  # half-written when the "kill" happens
+        raise RuntimeError("killed")
+    assert json.loads(dest.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_successful_write_replaces_and_creates_parents(tmp_path):
+    dest = tmp_path / "a" / "b" / "notes.txt"
+    write_text(dest, "first")
+    write_text(dest, "second")
+    assert dest.read_text() == "second"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["notes.txt"]
+
+
+def test_temporary_path_keeps_the_suffix_for_format_detection(tmp_path):
+    dest = tmp_path / "clip.flac"
+    with atomic_path(dest) as tmp:
+        assert tmp.suffix == ".flac" and tmp.parent == tmp_path and tmp != dest
+        sf.write(str(tmp), np.zeros(160, dtype=np.int16), 16000)  # format from the extension
+    assert sf.info(str(dest)).format == "FLAC"
+
+
+def test_only_write_modes(tmp_path):
+    with pytest.raises(ValueError, match="write mode"), atomic_open(tmp_path / "x", "a"):
+        pass
