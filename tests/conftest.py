@@ -22,6 +22,44 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MPLCONFIGDIR", str(_TMP_HOME / "mpl"))
 
+#: Count classes of ``small_engine`` (max_speakers=3).
+SMALL_NUM_CLASSES = 4
+
+
+def small_sam(arch: dict | None = None, **kwargs):
+    """A SAM counter (default architecture unless ``arch``) for ``small_engine``'s classes."""
+    from ersam_ssl.models import build_model
+
+    return build_model(arch, num_classes=SMALL_NUM_CLASSES, **kwargs)
+
+
+def tiny_space():
+    """A SAM search space small enough for supernet and search tests (2 choices per dimension)."""
+    from ersam_ssl.models import SAMSpace
+
+    return SAMSpace(
+        kernels=(3, 5),
+        expands=(1, 3),
+        depths=(1, 2),
+        width_mults=(0.5, 1.0),
+        stage_widths=(8, 16),
+        stage_strides=(2, 2),
+        stem_width=8,
+        pool_width=16,
+    )
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny shapes gain nothing from intra-op threads, and on a busy 2-core box they spin-wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SHARED_LIBRISPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "librispeech-mini"
 
 

@@ -5,6 +5,7 @@ import torch
 
 pytest.importorskip("nni")
 
+from conftest import tiny_space  # noqa: E402
 from ersam_ssl.hw import CostModel, LatencyLUT  # noqa: E402
 from ersam_ssl.models import SAMSpace, build_model, layer_specs, make_op  # noqa: E402
 from ersam_ssl.nas.nni_space import (  # noqa: E402
@@ -24,16 +25,7 @@ from ersam_ssl.nas.supernet import ElasticSAM  # noqa: E402
 
 pytestmark = pytest.mark.nas
 
-TINY = SAMSpace(
-    kernels=(3, 5),
-    expands=(1, 3),
-    depths=(1, 2),
-    width_mults=(0.5, 1.0),
-    stage_widths=(8, 16),
-    stage_strides=(2, 2),
-    stem_width=8,
-    pool_width=16,
-)
+TINY = tiny_space()
 NUM_SAMPLES = 8000
 
 

@@ -7,9 +7,10 @@ import yaml
 
 pytest.importorskip("nni")
 
+from conftest import tiny_space  # noqa: E402
 from ersam_ssl.checkpoint import load_model  # noqa: E402
 from ersam_ssl.hw import count_macs  # noqa: E402
-from ersam_ssl.models import SAMSpace, build_model  # noqa: E402
+from ersam_ssl.models import build_model  # noqa: E402
 from ersam_ssl.nas.config import (  # noqa: E402
     BudgetConfig,
     ExportConfig,
@@ -25,16 +26,7 @@ from ersam_ssl.trainer import TrainerConfig  # noqa: E402
 
 pytestmark = pytest.mark.nas
 
-TINY = SAMSpace(
-    kernels=(3, 5),
-    expands=(1, 3),
-    depths=(1, 2),
-    width_mults=(0.5, 1.0),
-    stage_widths=(8, 16),
-    stage_strides=(2, 2),
-    stem_width=8,
-    pool_width=16,
-)
+TINY = tiny_space()
 NUM_SAMPLES = 8000
 TINY_DATA = {
     "mixture": {"max_speakers": 3, "duration": 1.0},

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_space  # noqa: E402
 from ersam_ssl.models import SAMSpace, build_model
 from ersam_ssl.nas.supernet import ElasticSAM, SupernetModule, recalibrate_bn
 from ersam_ssl.ssl.base import OptimConfig
@@ -218,16 +219,7 @@ def test_supernet_trains_with_lightning_and_resumes(small_engine, tmp_path):
     from ersam_ssl.data import SAMDataModule
     from ersam_ssl.trainer import TrainerConfig, fit
 
-    space = SAMSpace(
-        kernels=(3, 5),
-        expands=(1, 3),
-        depths=(1, 2),
-        width_mults=(0.5, 1.0),
-        stage_widths=(8, 16),
-        stage_strides=(2, 2),
-        stem_width=8,
-        pool_width=16,
-    )
+    space = tiny_space()
     net = ElasticSAM(space, num_classes=small_engine.num_classes)
     start = {k: v.clone() for k, v in net.state_dict().items()}
     dm = SAMDataModule(small_engine, labeled_views={"x": "identity"}, unlabeled_views={"x": "identity"})

@@ -6,8 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from conftest import SMALL_NUM_CLASSES as NUM_CLASSES
+from conftest import small_sam as sam
 from ersam_ssl.checkpoint import load_model, load_weights, save_model
-from ersam_ssl.models import SAMSpace, build_model, subnet_state_dict
+from ersam_ssl.models import SAMSpace, subnet_state_dict
 from ersam_ssl.ssl import (
     ContrastivePretrain,
     Distill,
@@ -19,20 +21,7 @@ from ersam_ssl.ssl import (
 )
 from ersam_ssl.trainer import TrainerConfig, fit
 
-NUM_CLASSES = 4  # small_engine: max_speakers=3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a busy 2-core box they spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def sam(arch: dict | None = None, **kwargs) -> torch.nn.Module:
-    return build_model(arch, num_classes=NUM_CLASSES, **kwargs)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -6,7 +6,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from ersam_ssl.models import SAMSpace, build_model
+from conftest import SMALL_NUM_CLASSES as NUM_CLASSES
+from conftest import small_sam as sam
+from ersam_ssl.models import SAMSpace
 from ersam_ssl.ssl import (
     BYOLConfig,
     ContrastivePretrain,
@@ -21,20 +23,7 @@ from ersam_ssl.ssl import (
     datamodule_for,
 )
 
-NUM_CLASSES = 4  # small_engine: max_speakers=3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny shapes gain nothing from intra-op threads, and on a busy 2-core box they spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def sam(arch: dict | None = None, **kwargs) -> torch.nn.Module:
-    return build_model(arch, num_classes=NUM_CLASSES, **kwargs)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quick_fit(module: pl.LightningModule, engine, **trainer_kwargs) -> pl.Trainer:
