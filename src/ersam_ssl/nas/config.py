@@ -124,7 +124,8 @@ class StrategyConfig:
         training_service: where trials run (:mod:`ersam_ssl.nas.trial`): ``sequential`` (in this process,
             one after another), ``local`` (NNI's local training service: every trial is a separate process
             on this machine, managed by the NNI manager) or ``remote`` (NNI's remote training service:
-            trials run over SSH on ``machines``). The members, their metrics and the records are the same.
+            trials run over SSH on ``machines``). A member gets the same metrics everywhere; with
+            ``trial_concurrency > 1`` evolution may visit other members (results arrive in another order).
         trial_concurrency: trials running at once (``local`` / ``remote`` only).
         trial_dir: where trial processes read their inputs (supernet weights, feature batches);
             ``None``: ``<out_dir>/trial_inputs``. For ``remote`` it must be a path that every machine sees

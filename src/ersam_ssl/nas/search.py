@@ -14,6 +14,12 @@
 4. fine-tune the chosen member briefly, evaluate it on the test set, export it to ONNX (fp32 + int8),
    check the exports against PyTorch and re-measure latency (:mod:`ersam_ssl.export`).
 
+The multi-trial search scales out from the config alone (``search.training_service``,
+``search.trial_concurrency``, ``search.machines``; :mod:`ersam_ssl.nas.trial`), e.g. two trial processes
+at a time on this machine::
+
+    ersam-ssl search search.training_service=local search.trial_concurrency=2
+
 NNI is imported inside the functions that need it.
 """
 
@@ -421,7 +427,10 @@ def run_multi_trial(
     """NNI ``RegularizedEvolution`` (or ``Random``) over :class:`SAMModelSpace` with inherited weights.
 
     Over-budget candidates are filtered by NNI's ``Filter`` middleware before evaluation (they cost only a
-    cost-model query and do not count as trials). Returns ``(evaluated records, rejected candidates)``.
+    cost-model query and do not count as trials). Trials run in this process (``search.training_service``
+    ``sequential``) or as separate processes of NNI's ``local`` / ``remote`` training service
+    (:mod:`ersam_ssl.nas.trial`), with the same metrics for the same member. Returns
+    ``(evaluated records, rejected candidates)``; records are in evaluation (submission) order.
     """
     import nni
     from nni.nas.evaluator import FunctionalEvaluator
@@ -468,7 +477,21 @@ def run_multi_trial(
     else:
         base = RandomStrategy(seed=cfg.seed)
     strategy = Chain(base, Filter(admissible, patience=s.max_filtered))
-    _run_experiment(model_space, FunctionalEvaluator(evaluate), strategy, out_dir / "nni", s.trials)
+    if s.training_service == "sequential":
+        _run_experiment(model_space, FunctionalEvaluator(evaluate), strategy, out_dir / "nni", s.trials)
+        return records, rejected
+
+    from ersam_ssl.nas.trial import run_on_training_service
+
+    for arch, metrics in run_on_training_service(supernet, evaluator, strategy, s, out_dir):
+        records.append(_record(len(records), s.strategy, arch, metrics, cost_model.cost(arch), True))
+        log.info(
+            "trial %d: score %.4f err %.3f mae %.3f",
+            len(records),
+            metrics["score"],
+            metrics["error_rate"],
+            metrics["mae"],
+        )
     return records, rejected
 
 

@@ -1,0 +1,318 @@
+"""Multi-trial search on NNI's ``local`` or ``remote`` training service: trials in separate processes.
+
+The sequential engine (:func:`ersam_ssl.nas.search.run_multi_trial`) evaluates members in this process with
+a closure over the supernet and the cached feature batches. A trial process of the NNI manager sees none of
+that: it receives the NNI trial parameters (the frozen sample and the evaluator's small arguments; the
+manager's payload limit is about 64 KB). So the main process first writes the trial inputs
+(:func:`write_trial_inputs`: supernet weights, BatchNorm-calibration and validation feature batches,
+scoring settings), every trial rebuilds the same :class:`~ersam_ssl.nas.search.SubnetEvaluator` from them
+(:func:`load_trial_evaluator`) and reports ``{"default": score, **metrics}``
+(:func:`evaluate_trial`), and the main process collects the reports from the NNI manager
+(:func:`run_on_training_service`). The metrics are those of the sequential engine for the same member.
+
+The strategy samples :class:`ChoiceSpace`, a traceable model space with exactly the labels and choices (in
+the same order) of :class:`~ersam_ssl.nas.nni_space.SAMModelSpace`, rebuilt in a trial from its labels
+alone; its frozen member is just the sample.
+
+Usage (config only; :class:`~ersam_ssl.nas.config.StrategyConfig`)::
+
+    ersam-ssl search search.training_service=local search.trial_concurrency=2
+
+Remote trials read the trial inputs from ``search.trial_dir``, which must be on a file system every
+machine mounts at the same path. NNI also copies the folder the search is started from (its trial code
+directory, which NAS fixes to the working directory) to every machine and refuses more than 2000 files
+or 300 MB there (``.nniignore`` excludes files): start a remote search from a small folder.
+
+The NNI manager's experiment manifest (which NNI keeps in ``~/nni-experiments``) is kept in the run's NNI
+folder, ``<out_dir>/nni/nni-experiments/.experiment``, so a run writes only into its own output folder.
+This module imports NNI; :mod:`ersam_ssl.nas.search` imports it only when a training service is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nni
+import torch
+from nni.nas.nn.pytorch import ModelSpace
+
+from ersam_ssl.checkpoint import atomic_torch_save
+from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.nas.config import StrategyConfig
+from ersam_ssl.nas.nni_space import sample_to_arch
+from ersam_ssl.nas.search import SubnetEvaluator
+from ersam_ssl.nas.supernet import ElasticSAM
+
+log = logging.getLogger(__name__)
+
+SUPERNET_FILE = "supernet.pt"
+FEATURES_FILE = "features.pt"
+EVALUATOR_FILE = "evaluator.json"
+
+
+# -- trial inputs ----------------------------------------------------------------------------------
+
+
+def write_trial_inputs(evaluator: SubnetEvaluator, directory: str | Path) -> Path:
+    """Write what a trial needs to rebuild ``evaluator``: supernet, feature batches, scoring settings."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    evaluator.supernet.save(directory / SUPERNET_FILE)
+    atomic_torch_save(
+        {
+            "calibration": list(evaluator.calibration),
+            "validation": [(features, counts) for features, counts in evaluator.validation],
+        },
+        directory / FEATURES_FILE,
+    )
+    levels = evaluator.levels
+    settings = {
+        "mae_weight": evaluator.mae_weight,
+        "levels": None
+        if levels is None
+        else {"lower_bounds": list(levels.lower_bounds), "names": list(levels.names)},
+    }
+    (directory / EVALUATOR_FILE).write_text(json.dumps(settings, indent=1))
+    return directory
+
+
+@functools.lru_cache(maxsize=2)
+def load_trial_evaluator(directory: str) -> SubnetEvaluator:
+    """The :class:`SubnetEvaluator` that :func:`write_trial_inputs` wrote (cached per process)."""
+    path = Path(directory)
+    supernet = ElasticSAM.load(path / SUPERNET_FILE)
+    features = torch.load(path / FEATURES_FILE, map_location="cpu", weights_only=True)
+    settings = json.loads((path / EVALUATOR_FILE).read_text())
+    levels = settings["levels"]
+    return SubnetEvaluator(
+        supernet,
+        features["calibration"],
+        [tuple(batch) for batch in features["validation"]],
+        levels=None
+        if levels is None
+        else AmbianceLevels(tuple(levels["lower_bounds"]), tuple(levels["names"])),
+        mae_weight=settings["mae_weight"],
+    )
+
+
+# -- the space the strategy samples and the trial function -----------------------------------------
+
+
+class FrozenSample:
+    """A frozen member of :class:`ChoiceSpace`: only its sample (the weights live in the trial inputs)."""
+
+    def __init__(self, sample: Mapping[str, Any]) -> None:
+        self.sample = dict(sample)
+
+
+class ChoiceSpace(ModelSpace):
+    """A traceable NNI model space of labelled categorical choices, rebuilt in a trial from ``choices``.
+
+    Args:
+        choices: ``{label: [choice, ...]}`` in the order of the model space it stands for, e.g.
+            :func:`choices_of` a :class:`~ersam_ssl.nas.nni_space.SAMModelSpace` (same order: the same
+            seed gives a strategy the same samples).
+    """
+
+    def __init__(self, choices: dict[str, list]) -> None:
+        super().__init__()
+        for label, values in choices.items():
+            self.add_mutable(nni.choice(label, list(values)))
+
+    @classmethod
+    def create_fixed_module(cls, sample: dict, *args: Any, **kwargs: Any) -> FrozenSample:
+        # NNI calls this when the space is built inside a trial's model context: the member is its sample.
+        return FrozenSample(sample)
+
+    def forward(self, x: Any) -> Any:
+        raise RuntimeError("ChoiceSpace only describes choices; evaluate members with evaluate_trial")
+
+
+def choices_of(model_space: Any) -> dict[str, list]:
+    """``{label: choices}`` of a model space whose mutables are all categorical, in NNI's order."""
+    from nni.mutable import Categorical
+
+    out = {}
+    for label, mutable in model_space.simplify().items():
+        if not isinstance(mutable, Categorical):
+            raise TypeError(f"{label}: {type(mutable).__name__} is not categorical")
+        out[label] = list(mutable.values)
+    return out
+
+
+def evaluate_trial(model: FrozenSample, inputs: str) -> None:
+    """NNI trial function: evaluate the member ``model.sample`` and report its metrics.
+
+    Reports ``{"default": score, **metrics}`` (``default`` is what the strategy ranks by).
+    """
+    evaluator = load_trial_evaluator(inputs)
+    arch = sample_to_arch(model.sample, evaluator.supernet.space)
+    metrics = evaluator(arch)
+    nni.report_final_result({"default": metrics["score"], **metrics})
+
+
+# -- NNI experiment ----------------------------------------------------------------------------------
+
+
+def remote_machines(machines: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """NNI ``RemoteMachineConfig`` objects of ``search.machines`` (``~`` expanded in key paths)."""
+    from nni.experiment.config import RemoteMachineConfig
+
+    out = []
+    for machine in machines:
+        fields = dict(machine)
+        if fields.get("ssh_key_file"):
+            fields["ssh_key_file"] = str(Path(fields["ssh_key_file"]).expanduser())
+        out.append(RemoteMachineConfig(**fields))
+    return out
+
+
+def experiment_config(directory: str | Path, max_trials: int | None, search: StrategyConfig) -> Any:
+    """The ``NasExperimentConfig`` of a search on ``search.training_service`` (``local`` or ``remote``).
+
+    Trials run ``python -m nni.nas.execution.training_service trial``: with this interpreter locally, with
+    ``python3`` from each machine's ``PATH`` (after its ``python_path``) remotely.
+    """
+    from nni.experiment.config import RemoteConfig
+    from nni.nas.experiment import NasExperimentConfig
+
+    if search.training_service == "local":
+        config = NasExperimentConfig("ts", "simplified", "local")
+    elif search.training_service == "remote":
+        config = NasExperimentConfig(
+            "ts", "simplified", training_service=RemoteConfig(machine_list=remote_machines(search.machines))
+        )
+        config._trial_command_params = {"python": "python3"}
+    else:
+        raise ValueError(f"no NNI training service for {search.training_service!r}")
+    config.experiment_working_directory = str(directory)
+    config.trial_concurrency = search.trial_concurrency
+    if max_trials is not None:
+        config.max_trial_number = max_trials
+    if search.nni_manager_ip is not None:
+        config.nni_manager_ip = search.nni_manager_ip
+    return config
+
+
+def free_port(consecutive: int = 2) -> int:
+    """A port that is free here together with the next ``consecutive - 1`` (remote also needs port + 1)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        if port + consecutive > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for offset in range(1, consecutive):
+                    other = stack.enter_context(socket.socket())
+                    other.bind(("", port + offset))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("found no free port for the NNI manager")
+
+
+@contextlib.contextmanager
+def manager_home(directory: Path) -> Iterator[Path]:
+    """Keep the experiment manifest of the NNI manager under ``directory``; yields the manifest folder.
+
+    Python-side NNI keeps it in ``~/nni-experiments`` (fixed when NNI is imported) and the Node.js manager
+    in ``$HOME/nni-experiments``; both must name the same file, so the manager (and its local trials) run
+    with ``HOME=directory`` and the Python side uses ``directory/nni-experiments``.
+    """
+    import nni.experiment.experiment as base_experiment
+    import nni.experiment.launcher as launcher
+    import nni.nas.experiment.experiment as nas_experiment
+    from nni.tools.nnictl.config_utils import Experiments
+
+    home = directory / "nni-experiments"
+    home.mkdir(parents=True, exist_ok=True)
+    modules = (nas_experiment, launcher, base_experiment)
+    originals = [module.Experiments for module in modules]
+    original_popen = launcher.Popen
+    for module in modules:
+        module.Experiments = functools.partial(Experiments, home_dir=str(home))
+    launcher.Popen = functools.partial(subprocess.Popen, env={**os.environ, "HOME": str(directory)})
+    try:
+        yield home
+    finally:
+        for module, original in zip(modules, originals):
+            module.Experiments = original
+        launcher.Popen = original_popen
+
+
+def trial_reports(jobs: Sequence[Any]) -> tuple[list[tuple[dict, dict]], list[Any]]:
+    """``([(sample, metrics)] by parameter id, jobs without a final report)`` of the NNI manager's trial jobs.
+
+    A report is matched to its sample through the parameter id the trial reported it under, not through the
+    job that ran it: with several trials at once NNI 3.0's local training service may record a job with
+    another job's parameters (microsoft/nni#5693, #5726), while a trial reports the id of the parameters it
+    actually received, which is also what NNI's execution engine relies on.
+    """
+    parameters = {hp.parameter_id: hp.parameters for job in jobs for hp in job.hyperParameters}
+    reports: dict[int, dict] = {}
+    silent = []
+    for job in jobs:
+        finals = [m for m in job.finalMetricData if m.type == "FINAL"]
+        if job.status != "SUCCEEDED" or not finals:
+            silent.append(job)
+        for metric in finals:
+            if not isinstance(metric.data, dict) or "default" not in metric.data:
+                raise RuntimeError(f"trial {job.trialJobId} reported {metric.data!r}, not evaluate_trial's")
+            reports[int(metric.parameterId)] = metric.data
+    out = []
+    for parameter_id in sorted(reports):
+        # NNI's own way back from stored trial parameters to the submitted (frozen) model space.
+        model = nni.load(nni.dump(parameters[parameter_id]))
+        metrics = {k: v for k, v in reports[parameter_id].items() if k != "default"}
+        out.append((dict(model.sample), metrics))
+    return out, silent
+
+
+def run_on_training_service(
+    supernet: ElasticSAM,
+    evaluator: SubnetEvaluator,
+    strategy: Any,
+    search: StrategyConfig,
+    out_dir: Path,
+) -> list[tuple[dict, dict]]:
+    """Run ``strategy`` with trials on ``search.training_service``; ``[(arch, metrics)]`` by submission.
+
+    ``evaluator`` is written to the trial inputs (``search.trial_dir`` or ``out_dir/trial_inputs``) and
+    every trial rebuilds it, so the metrics are the ones ``evaluator(arch)`` gives in this process.
+    Failed trials are logged (with their log folders) and left out; if none succeeded this raises.
+    """
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperiment
+
+    from ersam_ssl.nas.nni_space import build_model_space
+
+    inputs = write_trial_inputs(evaluator, search.trial_dir or out_dir / "trial_inputs")
+    model_space = ChoiceSpace(choices_of(build_model_space(supernet)))
+    trial_evaluator = FunctionalEvaluator(evaluate_trial, inputs=str(inputs.resolve()))
+    directory = out_dir / "nni"
+    config = experiment_config(directory, search.trials, search)
+    port = search.nni_port or free_port(2 if search.training_service == "remote" else 1)
+    with manager_home(directory):
+        exp = NasExperiment(model_space, trial_evaluator, strategy, config)
+        try:
+            exp.run(port=port)
+            jobs = exp.list_trial_jobs()  # only while the manager runs
+        finally:
+            exp.stop()
+    reports, failed = trial_reports(jobs)
+    for job in failed:
+        log.warning("trial %s ended %s without metrics; logs: %s", job.trialJobId, job.status, job.logPath)
+    if failed and not reports:
+        raise RuntimeError(f"all {len(failed)} trials failed; see the trial logs, e.g. {failed[0].logPath}")
+    return [(sample_to_arch(sample, supernet.space), metrics) for sample, metrics in reports]
