@@ -22,7 +22,6 @@ References: Li et al., "ERSAM", ICASSP 2023; Stöter et al., "CountNet", IEEE/AC
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import time
@@ -41,36 +40,33 @@ from ersam_ssl.metrics import evaluate
 from ersam_ssl.models import CountModel, CountNetCRNN, SAMSpace, build_model
 from ersam_ssl.nas import SearchConfig, run_search
 from ersam_ssl.nas.config import BudgetConfig, ExportConfig, FinetuneConfig, StrategyConfig, SupernetConfig
-from ersam_ssl.ssl.base import OptimConfig, SupervisedCounter
+from ersam_ssl.ssl import FixMatch, OptimConfig, SupervisedCounter, datamodule_for
 from ersam_ssl.trainer import TrainerConfig, fit
 
 ERSAM_MW_12H = 40.0
 GOALS = {"macs_ratio": 50.0, "latency_ratio": 20.0, "energy_mw": 4.0, "wall_min": 15.0}
 
 
-def train_largest(engine: DataEngine, steps: int, out: Path, batch: int, lr: float) -> tuple[Path, str]:
-    """Train the largest SAM member on the few labels (+ unlabeled clips with FixMatch if available)."""
-    model = build_model(SAMSpace().largest(), num_classes=engine.num_classes)
-    trainer_cfg = TrainerConfig(
+def bench_trainer(steps: int) -> TrainerConfig:
+    """Same Trainer settings for both models: no validation during training, 4 checkpoints."""
+    return TrainerConfig(
         max_steps=steps,
         checkpoint_every_steps=max(1, steps // 4),
         progress_bar=False,
         limit_val_batches=0.0,
         log_every_steps=10,
     )
-    if importlib.util.find_spec("ersam_ssl.ssl.fixmatch") is not None:
-        from ersam_ssl.ssl.fixmatch import FixMatch
-        from ersam_ssl.ssl.methods import datamodule_for
 
-        method = "fixmatch"
-        module: pl.LightningModule = FixMatch(model, OptimConfig(lr=lr), levels=engine.levels)
-        datamodule = datamodule_for(FixMatch, engine, batch_size=batch, unlabeled_batch_size=2 * batch)
-    else:
-        method = "supervised"
-        module = SupervisedCounter(model, OptimConfig(lr=lr), engine.levels)
-        datamodule = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=batch)
-    fit(module, datamodule, trainer_cfg, out, name=f"largest_{method}")
-    return save_model(model.eval(), out / "model.pt", extra={"method": method, "steps": steps}), method
+
+def train_largest(engine: DataEngine, steps: int, out: Path, batch: int, lr: float) -> tuple[Path, str]:
+    """Train the largest SAM member with FixMatch on the few labels + unlabeled clips."""
+    model = build_model(SAMSpace().largest(), num_classes=engine.num_classes)
+    module = FixMatch(model, OptimConfig(lr=lr), levels=engine.levels)
+    datamodule = datamodule_for(FixMatch, engine, batch_size=batch, unlabeled_batch_size=2 * batch)
+    fit(module, datamodule, bench_trainer(steps), out, name="largest_fixmatch")
+    return save_model(
+        model.eval(), out / "model.pt", extra={"method": "fixmatch", "steps": steps}
+    ), "fixmatch"
 
 
 def train_crnn(engine: DataEngine, steps: int, out: Path, batch: int, lr: float, seed: int) -> CountNetCRNN:
@@ -81,14 +77,7 @@ def train_crnn(engine: DataEngine, steps: int, out: Path, batch: int, lr: float,
     model.fit_normalizer(torch.stack([engine.pool[int(i)][0] for i in idx]).split(32))
     module = SupervisedCounter(model, OptimConfig(lr=lr), engine.levels)
     datamodule = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=batch)
-    trainer_cfg = TrainerConfig(
-        max_steps=steps,
-        checkpoint_every_steps=max(1, steps // 4),
-        progress_bar=False,
-        limit_val_batches=0.0,
-        log_every_steps=10,
-    )
-    fit(module, datamodule, trainer_cfg, out, name="crnn")
+    fit(module, datamodule, bench_trainer(steps), out, name="crnn")
     save_model(model.eval(), out / "model.pt", extra={"steps": steps})
     return model
 
