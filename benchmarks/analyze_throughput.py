@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 
 from ersam_ssl import audio
-from ersam_ssl.analysis import VadConfig, analyze_recording, attach_onnx_config, iter_windows, stream_audio
+from ersam_ssl.analysis import VadConfig, analyze_recording, iter_windows, stream_audio
 from ersam_ssl.analysis.recording import vad_activity
 from ersam_ssl.models import create_model
 
@@ -86,7 +86,7 @@ def main() -> None:
 
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model = create_model(name).eval()
-        onnx_path = attach_onnx_config(export_onnx(model, out / f"{name}.onnx"), model)
+        onnx_path = export_onnx(model, out / f"{name}.onnx")  # carries the model config
         for backend, source in (("pytorch", model), ("onnxruntime", onnx_path)):
             for gating in (True, False):
                 vad = VadConfig(enabled=gating)

@@ -4,15 +4,17 @@ import pytest
 import torch
 
 from ersam_ssl.export import (
+    attach_onnx_config,
     compare_with_torch,
     export_onnx,
     frontend_nodes,
     onnx_outputs,
     onnx_session,
     quantize_onnx,
+    read_onnx_config,
 )
 from ersam_ssl.hw.latency import export_onnx_for_latency
-from ersam_ssl.models import SAMSpace, build_model
+from ersam_ssl.models import CountModel, SAMSpace, build_model
 
 NUM_SAMPLES = 8000
 SPACE = SAMSpace()
@@ -93,6 +95,7 @@ def test_int8_models_run_and_mostly_agree(tmp_path, exported, mode):
     agreement = (out.argmax(1) == expected.argmax(1)).float().mean()
     assert agreement >= 0.8
     assert (out - expected).abs().max() < 0.2 * expected.abs().max()
+    assert read_onnx_config(int8) == model.config()  # the int8 file is as self-describing as fp32
     with pytest.raises(ValueError):
         quantize_onnx(fp32, tmp_path / "x.onnx", "static")
     with pytest.raises(ValueError):
@@ -121,3 +124,15 @@ def test_compare_with_torch_reports_matching_metrics(exported):
     assert report["onnx_fp32"]["agreement"] == 1.0 and report["onnx_fp32"]["max_abs_diff"] < 1e-3
     with pytest.raises(ValueError):
         compare_with_torch(model, {"onnx_fp32": fp32}, [])
+
+
+def test_exports_carry_the_model_config_for_analysis(tmp_path, exported):
+    model, fp32 = exported
+    assert read_onnx_config(fp32) == model.config()
+    rebuilt = CountModel.from_config(read_onnx_config(fp32))
+    assert type(rebuilt.head) is type(model.head) and rebuilt.num_classes == model.num_classes
+    bare = tmp_path / "bare.onnx"
+    torch.onnx.export(model.eval(), (_waves(1),), str(bare), dynamo=False, opset_version=17)
+    with pytest.raises(ValueError, match="attach_onnx_config"):
+        read_onnx_config(bare)
+    assert read_onnx_config(attach_onnx_config(bare, model)) == model.config()

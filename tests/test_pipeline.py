@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ersam_ssl import config as cfglib
@@ -34,6 +36,27 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
               "teacher/checkpoints/last.ckpt"):  # fmt: skip
         assert (out / f).is_file(), f
     assert "error rate" in capsys.readouterr().out
+    # The exported models are what `ersam-ssl analyze` takes (the quickstart's second line).
+    from ersam_ssl.analysis import read_windows
+    from ersam_ssl.cli import main as cli_main
+
+    rec = tmp_path / "rec.wav"
+    sf.write(rec, 0.1 * np.random.default_rng(0).standard_normal(12 * 16000).astype(np.float32), 16000)
+    for onnx_file in ("model.onnx", "model.int8.onnx"):
+        dest = tmp_path / f"analysis-{onnx_file}"
+        args = [
+            "analyze",
+            str(rec),
+            "--model",
+            str(out / "nas" / onnx_file),
+            "--out",
+            str(dest),
+            "--window",
+            "1",
+        ]
+        assert cli_main([*args, "--quiet", "--no-vad"]) == 0
+        rows = read_windows(dest)
+        assert len(rows) == 12 and all(0 <= r["count"] <= 3 for r in rows)
     # the resolved config rebuilds the same run; the diff holds only what tiny.yaml changed
     assert load_config(out / "config.yaml") == load_config(TINY, [f"out_root={tmp_path}", "name=e2e"])
     # a second call with --resume does nothing and keeps the result

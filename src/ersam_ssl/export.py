@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.fileio import atomic_path
 from ersam_ssl.metrics import CountMetrics
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ OUTPUT_NAME = "logits"
 QUANT_MODES = ("dynamic", "static")
 # Nodes of the exported log-mel / STFT frontends (module path "frontend").
 FRONTEND_PREFIX = "/frontend/"
+#: ONNX metadata key holding ``CountModel.config()`` (JSON), so an export is self-describing.
+ONNX_CONFIG_KEY = "ersam_model_config"
 
 
 def _as_args(example_input: Any) -> tuple:
@@ -86,6 +90,8 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+    if callable(getattr(model, "config", None)):
+        attach_onnx_config(path, model)
     return path
 
 
@@ -193,7 +199,18 @@ def quantize_onnx(
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
+    _copy_metadata(src, dst)
     return dst
+
+
+def _copy_metadata(src: str | Path, dst: str | Path) -> None:
+    """Carry the fp32 model's metadata (the model config) over to its quantized version."""
+    import onnx
+
+    props = onnx.load(str(src), load_external_data=False).metadata_props
+    for p in props:
+        if p.key == ONNX_CONFIG_KEY:
+            attach_onnx_config(dst, json.loads(p.value))
 
 
 @torch.no_grad()
@@ -260,3 +277,48 @@ def batched(waves: Sequence[Tensor] | Tensor, batch_size: int) -> list[Tensor]:
     """Split ``[N, T]`` (or a list of ``[T]``) into ``[B, T]`` batches."""
     stacked = waves if isinstance(waves, Tensor) else torch.stack(list(waves))
     return [stacked[i : i + batch_size] for i in range(0, stacked.shape[0], batch_size)]
+
+
+def read_onnx_config(path: str | Path, metadata: dict[str, str] | None = None) -> dict:
+    """The model config (``CountModel.config()``) stored with an exported ONNX model.
+
+    Looked up in this order: the ONNX metadata entry ``ersam_model_config`` (JSON), then a sidecar JSON
+    file ``<model>.json`` or ``<model stem>.json`` holding either that config or
+    ``{"ersam_model_config": config}``.
+    """
+    path = Path(path)
+    if metadata is None:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        metadata = {p.key: p.value for p in proto.metadata_props}
+    if ONNX_CONFIG_KEY in metadata:
+        return json.loads(metadata[ONNX_CONFIG_KEY])
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if sidecar.is_file():
+            blob = json.loads(sidecar.read_text())
+            return blob.get(ONNX_CONFIG_KEY, blob)
+    raise ValueError(
+        f"{path}: no model config found (ONNX metadata key {ONNX_CONFIG_KEY!r} or a sidecar "
+        f"{path.name}.json); add it with ersam_ssl.export.attach_onnx_config(path, model)"
+    )
+
+
+def attach_onnx_config(path: str | Path, model_or_config: torch.nn.Module | dict) -> Path:
+    """Store ``model.config()`` (or a config dict) in an ONNX file's metadata under ``ersam_model_config``,
+    so :class:`ersam_ssl.analysis.OnnxCounter` can rebuild the count head. :func:`export_onnx` does this for
+    every model with a ``config()``; call it for other exports. Rewrites ``path`` atomically and returns
+    it."""
+    import onnx
+
+    config = model_or_config if isinstance(model_or_config, dict) else model_or_config.config()
+    path = Path(path)
+    proto = onnx.load(str(path))
+    for i in reversed(range(len(proto.metadata_props))):
+        if proto.metadata_props[i].key == ONNX_CONFIG_KEY:
+            del proto.metadata_props[i]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(config)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return path

@@ -54,7 +54,7 @@ class PretrainStage:
     """Contrastive pretraining of the teacher encoder (``method="none"`` skips it)."""
 
     method: str = "simclr"
-    steps: int = 120
+    steps: int = 200
     batch_size: int = 32
     lr: float = 2e-3
     temperature: float = 0.1
@@ -75,7 +75,7 @@ class TeacherStage:
 
     method: str = "fixmatch"
     arch: str = "largest"
-    steps: int = 240
+    steps: int = 400
     labeled_batch_size: int = 16
     unlabeled_batch_size: int = 32
     lr: float = 2e-3

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from ersam_ssl.analysis import attach_onnx_config, read_windows
+from ersam_ssl.analysis import read_windows
 from ersam_ssl.checkpoint import save_model
 from ersam_ssl.cli import main
 from ersam_ssl.models import create_model
@@ -77,7 +77,7 @@ def test_analyze_with_lightning_checkpoint_and_no_vad(sam_model, recording: Path
 def test_analyze_with_onnx_export(sam_model, recording: Path, tmp_path: Path) -> None:
     from ersam_ssl.export import export_onnx
 
-    path = attach_onnx_config(export_onnx(sam_model, tmp_path / "sam.onnx"), sam_model)
+    path = export_onnx(sam_model, tmp_path / "sam.onnx")  # the exporter stores the model config
     out_onnx, out_torch = tmp_path / "onnx", tmp_path / "torch"
     assert main(["analyze", str(recording), "--model", str(path), "--out", str(out_onnx), "--quiet"]) == 0
     save_model(sam_model, tmp_path / "sam.pt")

@@ -10,7 +10,6 @@ Command line: ``ersam-ssl analyze RECORDING|FOLDER --model MODEL --out DIR``.
 
 from ersam_ssl.analysis.plots import BinnedTimeline, aggregate, plot_timeline
 from ersam_ssl.analysis.recording import (
-    ONNX_CONFIG_KEY,
     AudioBlock,
     Counter,
     OnnxCounter,
@@ -22,16 +21,15 @@ from ersam_ssl.analysis.recording import (
     WindowTable,
     analyze_folder,
     analyze_recording,
-    attach_onnx_config,
     find_recordings,
     iter_windows,
     load_counter,
-    read_onnx_config,
     read_windows,
     stream_audio,
     summarize_windows,
     vad_activity,
 )
+from ersam_ssl.export import ONNX_CONFIG_KEY, attach_onnx_config, read_onnx_config
 
 __all__ = [
     "ONNX_CONFIG_KEY", "AudioBlock", "BinnedTimeline", "Counter", "OnnxCounter", "StreamReport", "Summary",

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ersam_ssl.analysis.recording import (
-    DEFAULT_HOP,
     DEFAULT_MIN_TAIL,
     DEFAULT_WINDOW,
     VadConfig,
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=".onnx export, model file (.pt) or Lightning checkpoint")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length in s (default 5)")
-    p.add_argument("--hop", type=float, default=DEFAULT_HOP, help="hop between windows in s (default 5)")
+    p.add_argument("--hop", type=float, default=None, help="hop between windows in s (default: the window)")
     p.add_argument("--vad-threshold-db", type=float, default=vad.threshold_db,
                    help=f"frame level (dBFS, 20 ms frames) counting as activity (default {vad.threshold_db})")  # fmt: skip
     p.add_argument("--vad-min-active", type=float, default=vad.min_active,

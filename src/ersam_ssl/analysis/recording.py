@@ -43,11 +43,11 @@ import torch
 
 from ersam_ssl import audio
 from ersam_ssl.data.levels import AmbianceLevels
-from ersam_ssl.fileio import atomic_open, atomic_path, write_json
+from ersam_ssl.export import read_onnx_config
+from ersam_ssl.fileio import atomic_open, write_json
 
-#: Default analysis window and hop (seconds): the 5 s clips the counters are trained on.
+#: Default analysis window (seconds): the 5 s clips the counters are trained on; the hop defaults to it.
 DEFAULT_WINDOW = 5.0
-DEFAULT_HOP = 5.0
 #: Tails (and whole recordings) shorter than a window are analysed zero-padded if at least this long.
 DEFAULT_MIN_TAIL = 0.5
 #: Seconds decoded per block.
@@ -55,7 +55,6 @@ DEFAULT_BLOCK_SECONDS = 30.0
 #: Windows whose corrupt/unreadable share exceeds this are not counted (status ``unreadable``).
 MAX_CORRUPT_SHARE = 0.5
 #: ONNX metadata key holding ``model.config()`` as JSON (see :class:`OnnxCounter`).
-ONNX_CONFIG_KEY = "ersam_model_config"
 
 STATUS_ANALYSED = "analysed"
 STATUS_GATED = "gated"
@@ -530,50 +529,6 @@ class TorchCounter:
         }
 
 
-def read_onnx_config(path: str | Path, metadata: dict[str, str] | None = None) -> dict:
-    """The model config (``CountModel.config()``) stored with an exported ONNX model.
-
-    Looked up in this order: the ONNX metadata entry ``ersam_model_config`` (JSON), then a sidecar JSON
-    file ``<model>.json`` or ``<model stem>.json`` holding either that config or
-    ``{"ersam_model_config": config}``.
-    """
-    path = Path(path)
-    if metadata is None:
-        import onnx
-
-        proto = onnx.load(str(path), load_external_data=False)
-        metadata = {p.key: p.value for p in proto.metadata_props}
-    if ONNX_CONFIG_KEY in metadata:
-        return json.loads(metadata[ONNX_CONFIG_KEY])
-    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if sidecar.is_file():
-            blob = json.loads(sidecar.read_text())
-            return blob.get(ONNX_CONFIG_KEY, blob)
-    raise ValueError(
-        f"{path}: no model config found (ONNX metadata key {ONNX_CONFIG_KEY!r} or a sidecar "
-        f"{path.name}.json); add it with ersam_ssl.analysis.attach_onnx_config(path, model)"
-    )
-
-
-def attach_onnx_config(path: str | Path, model_or_config: torch.nn.Module | dict) -> Path:
-    """Store ``model.config()`` (or a config dict) in an ONNX file's metadata under ``ersam_model_config``,
-    so :class:`OnnxCounter` can rebuild the count head; call it on the output of
-    :func:`ersam_ssl.export.export_onnx`. Rewrites ``path`` atomically and returns it."""
-    import onnx
-
-    config = model_or_config if isinstance(model_or_config, dict) else model_or_config.config()
-    path = Path(path)
-    proto = onnx.load(str(path))
-    for i in reversed(range(len(proto.metadata_props))):
-        if proto.metadata_props[i].key == ONNX_CONFIG_KEY:
-            del proto.metadata_props[i]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(config)
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return path
-
-
 class OnnxCounter:
     """An exported counter run by ONNX Runtime (CPU, ``threads`` intra-op threads, one inter-op thread).
 
@@ -842,7 +797,7 @@ def analyze_recording(
     model: str | Path | torch.nn.Module | Counter,
     out_dir: str | Path,
     window: float = DEFAULT_WINDOW,
-    hop: float = DEFAULT_HOP,
+    hop: float | None = None,
     vad: VadConfig | None = None,
     vad_threshold_db: float | None = None,
     batch_size: int = 16,
@@ -865,7 +820,7 @@ def analyze_recording(
         model: an ``.onnx`` export, a model file or Lightning checkpoint, a ``CountModel``, or a
             :class:`Counter` (see :func:`load_counter`).
         out_dir: output folder (created).
-        window, hop: window length and hop in seconds.
+        window, hop: window length and hop in seconds (hop ``None``: the window, no overlap).
         vad: the voice-activity gate (default :class:`VadConfig`); ``vad_threshold_db`` overrides its
             threshold.
         batch_size: windows per model call.
@@ -881,6 +836,7 @@ def analyze_recording(
             ``summary.input`` instead).
     """
     t0 = time.perf_counter()
+    hop = window if hop is None else hop
     if window <= 0 or hop <= 0 or batch_size < 1:
         raise ValueError(f"need window > 0, hop > 0 and batch_size >= 1, got {window}, {hop}, {batch_size}")
     levels = levels or AmbianceLevels()

@@ -59,7 +59,7 @@ class SupernetConfig:
         calib_batches: recent training batches used to recalibrate BatchNorm before validation.
     """
 
-    steps: int = 200
+    steps: int = 300
     num_random_subnets: int = 2
     ce_weight: float = 1.0
     kd_weight: float = 1.0
