@@ -20,6 +20,7 @@ from IPython.display import Image
 from ersam_ssl.analysis.recording import analyze_recording
 from ersam_ssl.checkpoint import save_model
 from ersam_ssl.data import DataConfig, DataEngine, MixtureConfig, SAMDataModule
+from ersam_ssl.export import export_onnx
 from ersam_ssl.models import create_model
 from ersam_ssl.ssl import OptimConfig, SupervisedCounter
 from ersam_ssl.trainer import TrainerConfig, fit
@@ -35,7 +36,7 @@ engine = DataEngine(DataConfig(
 ))  # fmt: skip
 
 # %% [markdown]
-# ## A recording with known counts: test-speaker mixtures and silence, one per 5 s segment
+# ## A recording with known counts: one test-speaker mixture per 5 s segment (count 0 = background only)
 
 # %%
 segments = engine.mixtures("test", 24 if not FULL else 120, "clinical")
@@ -62,8 +63,17 @@ windows["true_count"] = truth[: len(windows)]
 print(f"MAE against the known counts: {np.mean(np.abs(windows['count'] - windows['true_count'])):.2f}")
 windows.head(8)
 
+# %% [markdown]
+# ## Time share per ambiance level (what a clinician reads), and the same analysis from the ONNX export
+#
+# `export_onnx` stores the model config in the file, so the export alone is enough for
+# `ersam-ssl analyze` on a phone-side or server-side pipeline.
+
 # %%
-pd.Series(summary.to_dict()["level_share"]) if hasattr(summary, "to_dict") else summary
+onnx_path = export_onnx(module.model, work / "model.onnx")
+from_onnx = analyze_recording(rec, onnx_path, work / "analysis-onnx", plot=False)
+assert (from_onnx.table.count == summary.table.count).all()
+pd.Series(summary.level_share, name="time share")
 
 # %%
 Image(filename=str(work / "analysis" / "timeline.png"))
