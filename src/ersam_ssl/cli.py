@@ -94,11 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--synth-speakers", type=int, default=120)
     mk.set_defaults(func=_data_make)
 
+    # Listed for `ersam-ssl --help` only: main() hands their arguments to their own parsers (DELEGATES).
     for name, help_ in (("analyze", "count speakers over a long recording"), ("search", "hardware-aware NAS"),
                         ("run", "the whole pipeline")):  # fmt: skip
-        sp = sub.add_parser(name, help=help_, add_help=False)
-        sp.add_argument("rest", nargs=argparse.REMAINDER)
-        sp.set_defaults(func=None, delegate=name)
+        sub.add_parser(name, help=help_, add_help=False)
     return p
 
 
