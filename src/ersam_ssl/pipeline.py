@@ -124,6 +124,13 @@ class RunConfig:
         if owned:
             raise ValueError(f"set {owned} at the top level (data.*, seed, trainer.*), not under nas.*: "
                              "the pipeline fills them in for the nas stage")  # fmt: skip
+        late = [s for s in ("nas", "evaluate") if s in self.stages]
+        if self.trainer.world_size > 1 and late:
+            raise ValueError(
+                f"stages {late} run in one process: with trainer.devices/num_nodes > 1 run "
+                "--stages data,pretrain,teacher, then the rest with trainer.devices=1 --resume; the search "
+                "scales out through nas.search.training_service instead"
+            )
 
     @property
     def out_dir(self) -> Path:
@@ -141,8 +148,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 class Run:
     """Shared state of one run: config, output folders, the data engine and stage results."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, writes: bool = True) -> None:
         self.cfg = cfg
+        self.writes = writes
         self.dir = cfg.out_dir
         self.results: dict[str, dict] = {}
         self._engine: DataEngine | None = None
@@ -159,11 +167,15 @@ class Run:
         return d
 
     def done(self, stage: str) -> dict | None:
+        """The stage's result: from this process, else from a finished earlier run (``result.json``)."""
+        if stage in self.results:
+            return self.results[stage]
         p = self.dir / stage / "result.json"
         return json.loads(p.read_text()) if p.is_file() else None
 
     def finish(self, stage: str, result: dict) -> dict:
-        write_json(self.stage_dir(stage) / "result.json", result, default=_jsonable)
+        if self.writes:  # under DDP every rank computes the result, rank 0 records it
+            write_json(self.stage_dir(stage) / "result.json", result, default=_jsonable)
         self.results[stage] = result
         return result
 
@@ -346,26 +358,18 @@ def evaluate_run(run: Run) -> dict:
 def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Run the configured stages; returns ``summary.json``'s content."""
     import torch
+    from pytorch_lightning.utilities import rank_zero_only
 
     cfg.validate()
     torch.set_num_threads(max(1, cfg.threads))
-    if cfg.out_dir.exists() and not (resume or overwrite):
-        raise FileExistsError(
-            f"{cfg.out_dir} exists: pass --resume to continue it or --overwrite to start over"
-        )
-    if overwrite and cfg.out_dir.exists():
-        shutil.rmtree(cfg.out_dir)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    saved = cfg.out_dir / "config.yaml"
-    if resume and saved.is_file():
-        previous = cfglib.to_dict(load_config(saved))
-        if previous != cfglib.to_dict(cfg):
-            raise ValueError(f"--resume with a different config than {saved}; start a new run name instead")
-    cfglib.save(cfg, saved)
-    (cfg.out_dir / "config.diff.yaml").write_text(_yaml(cfglib.diff(cfg)))
-    run = Run(cfg)
+    # Under DDP, Lightning re-runs this script once per extra rank (and torchrun/SLURM start every rank):
+    # only rank 0 owns the run folder; the other ranks run the same stages and join every fit().
+    rank_zero = rank_zero_only.rank == 0
+    if rank_zero:
+        _prepare_run_dir(cfg, resume, overwrite)
+    run = Run(cfg, writes=rank_zero)
     tracker = None
-    if cfg.trainer.wandb:
+    if cfg.trainer.wandb and rank_zero:
         from ersam_ssl import tracking
 
         tracker = tracking.start_run(cfg.trainer.wandb_project, cfg.name, cfglib.to_dict(cfg), cfg.out_dir)
@@ -383,6 +387,8 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
         s0 = time.perf_counter()
         run.finish(stage, STAGE_FUNCS[stage](run))
         timings[stage] = round(time.perf_counter() - s0, 1)
+    if not rank_zero:
+        return {}
     summary_path = cfg.out_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     wall = {k: v for k, v in summary.get("wall_s", {}).items() if k in STAGES}
@@ -399,6 +405,24 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     if tracker is not None:
         tracking.finish_run(tracker, summary, teacher and teacher.get("test"), cfg.out_dir)
     return summary
+
+
+def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
+    if cfg.out_dir.exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"{cfg.out_dir} exists: pass --resume to continue it or --overwrite to start over"
+        )
+    if overwrite and cfg.out_dir.exists():
+        shutil.rmtree(cfg.out_dir)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    saved = cfg.out_dir / "config.yaml"
+    if resume and saved.is_file():
+        previous = cfglib.to_dict(load_config(saved))
+        if previous != cfglib.to_dict(cfg):
+            raise ValueError(f"--resume with a different config than {saved}; start a new run name instead")
+    cfglib.save(cfg, saved)
+    (cfg.out_dir / "config.diff.yaml").write_text(_yaml(cfglib.diff(cfg)))
 
 
 def _yaml(d: dict) -> str:
@@ -453,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.insert(0, f"name={sweep_run_name()}")  # each agent run gets its own folder
     cfg = load_config(args.config, overrides)
     summary = run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite)
-    print("\n" + format_summary(summary))
-    print(f"\noutputs: {cfg.out_dir}")
+    if summary:  # empty on DDP ranks other than 0
+        print("\n" + format_summary(summary))
+        print(f"\noutputs: {cfg.out_dir}")
     return 0

@@ -58,6 +58,13 @@ class TrainerConfig:
     gradient_clip_val: float = 0.0
     deterministic: bool = False
 
+    @property
+    def world_size(self) -> int:
+        """Processes this config trains with (devices per node × nodes; ``"auto"``/-1 count as one)."""
+        d = self.devices
+        per_node = len(d) if isinstance(d, (list, tuple)) else d if isinstance(d, int) and d > 0 else 1
+        return per_node * max(1, self.num_nodes)
+
 
 class RNGStateCallback(pl.Callback):
     """Save and restore the torch/NumPy/Python generator states with every checkpoint.
