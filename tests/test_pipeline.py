@@ -154,6 +154,10 @@ def test_ddp_on_two_cpu_processes_is_configuration_only(tmp_path):
     out = tmp_path / "ddp"
     teacher = json.loads((out / "teacher" / "result.json").read_text())
     assert 0 <= teacher["test"]["error_rate"] <= 1 and (out / "teacher" / "model.pt").is_file()
-    # The search and evaluation run in one process: asking for them under DDP fails before any work.
+    # The search and evaluation run in one process: asking for them under DDP fails before any work ...
     with pytest.raises(ValueError, match="trainer.devices=1 --resume"):
         load_config(TINY, ["trainer.devices=2", "trainer.strategy=ddp"])
+    # ... and the same run resumes with them in one process (execution settings may change on resume).
+    assert main(["--config", TINY, f"out_root={tmp_path}", "name=ddp", "--resume"]) == 0
+    assert json.loads((out / "teacher" / "result.json").read_text()) == teacher  # not retrained
+    assert "error_rate" in json.loads((out / "summary.json").read_text())

@@ -407,6 +407,26 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     return summary
 
 
+#: Settings a resumed run may change: where and how it executes, not what it computes.
+RESUME_FREE_KEYS = frozenset(
+    {"stages", "threads"}
+    | {f"trainer.{k}" for k in ("accelerator", "devices", "num_nodes", "strategy", "progress_bar", "wandb",
+                                 "wandb_project")}
+    | {f"nas.search.{k}" for k in ("training_service", "trial_concurrency", "trial_dir", "machines", "nni_port",
+                                    "nni_manager_ip")}
+)  # fmt: skip
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
     if cfg.out_dir.exists() and not (resume or overwrite):
@@ -418,9 +438,10 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     saved = cfg.out_dir / "config.yaml"
     if resume and saved.is_file():
-        previous = cfglib.to_dict(load_config(saved))
-        if previous != cfglib.to_dict(cfg):
-            raise ValueError(f"--resume with a different config than {saved}; start a new run name instead")
+        changed = sorted(set(_dotted(cfglib.diff(cfg, load_config(saved)))) - RESUME_FREE_KEYS)
+        if changed:
+            raise ValueError(f"--resume with a different config than {saved} ({', '.join(changed)}); "
+                             "start a new run name instead")  # fmt: skip
     cfglib.save(cfg, saved)
     (cfg.out_dir / "config.diff.yaml").write_text(_yaml(cfglib.diff(cfg)))
 
