@@ -453,17 +453,14 @@ def run_multi_trial(
             rejected.append({"arch": arch, **{k: cost.get(k) for k in COST_KEYS}, "violations": violations})
         return not violations
 
-    def evaluate(model: Any) -> None:
-        arch = model.arch
-        metrics = evaluator(arch)
+    def add(arch: dict, metrics: dict) -> None:
         records.append(_record(len(records), s.strategy, arch, metrics, cost_model.cost(arch), True))
-        log.info(
-            "trial %d: score %.4f err %.3f mae %.3f",
-            len(records),
-            metrics["score"],
-            metrics["error_rate"],
-            metrics["mae"],
-        )
+        log.info("trial %d: score %.4f err %.3f mae %.3f", len(records), metrics["score"],
+                 metrics["error_rate"], metrics["mae"])  # fmt: skip
+
+    def evaluate(model: Any) -> None:
+        metrics = evaluator(model.arch)
+        add(model.arch, metrics)
         nni.report_final_result(metrics["score"])
 
     if s.strategy == "evolution":
@@ -484,14 +481,7 @@ def run_multi_trial(
     from ersam_ssl.nas.trial import run_on_training_service
 
     for arch, metrics in run_on_training_service(supernet, evaluator, strategy, s, out_dir):
-        records.append(_record(len(records), s.strategy, arch, metrics, cost_model.cost(arch), True))
-        log.info(
-            "trial %d: score %.4f err %.3f mae %.3f",
-            len(records),
-            metrics["score"],
-            metrics["error_rate"],
-            metrics["mae"],
-        )
+        add(arch, metrics)
     return records, rejected
 
 
