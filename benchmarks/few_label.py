@@ -346,6 +346,11 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     return s, a
 
 
+#: Settings that must agree between merged result files (and that the merged table's header reports).
+MERGE_KEYS = ("source", "root", "arch", "budgets", "steps", "pretrain_steps", "batch_size", "unlabeled_batch_size",
+              "pretrain_batch_size", "max_speakers", "duration", "pool_size", "val_size", "test_size", "lr")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     s, a = parse(argv)
     torch.set_num_threads(s.threads)
@@ -359,11 +364,21 @@ def main(argv: list[str] | None = None) -> None:
 
     if a.merge:
         blobs = [json.loads(Path(p).read_text()) for p in a.merge]
+        # The table describes the runs being merged, not this command's defaults; refuse to mix settings.
+        scalar = {k: v for k, v in blobs[0]["settings"].items() if k in MERGE_KEYS}
+        for path, b in zip(a.merge, blobs):
+            other = {k: v for k, v in b["settings"].items() if k in MERGE_KEYS}
+            if other != scalar:
+                raise SystemExit(
+                    f"{path}: settings differ from {a.merge[0]}; merge runs of one configuration"
+                )
         results = [r for b in blobs for r in b["results"]]
         pretrain = {k: v for b in blobs for k, v in b["pretrain_seconds"].items()}
         seeds = sorted({r["seed"] for r in results})
-        report(replace(s, seeds=tuple(seeds)), summarise(results, s), pretrain,
-               max(b["wall_seconds"] or 0.0 for b in blobs))  # fmt: skip
+        s = replace(
+            s, seeds=tuple(seeds), **{k: tuple(v) if isinstance(v, list) else v for k, v in scalar.items()}
+        )
+        report(s, summarise(results, s), pretrain, max(b["wall_seconds"] or 0.0 for b in blobs))
         return
 
     if a.tune:
