@@ -360,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
     work = Path(a.work_dir or tempfile.mkdtemp(prefix="few_label_"))
     started = time.perf_counter()
-    print(f"settings: {json.dumps(asdict(s), default=str)}\nwork dir: {work}", flush=True)
+    if not a.merge:
+        print(f"settings: {json.dumps(asdict(s), default=str)}\nwork dir: {work}", flush=True)
 
     if a.merge:
         blobs = [json.loads(Path(p).read_text()) for p in a.merge]
