@@ -33,7 +33,7 @@ import pytorch_lightning as pl
 
 from ersam_ssl import config as cfglib
 from ersam_ssl.data import DataConfig, DataEngine
-from ersam_ssl.fileio import write_json
+from ersam_ssl.fileio import write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.trainer import TrainerConfig
 
@@ -205,9 +205,9 @@ def stage_data(run: Run) -> dict:
     e = run.engine
     summary = e.summary()
     splits = {k: list(v) for k, v in e.splits.items()}
-    (run.stage_dir("data") / "splits.json").write_text(json.dumps(splits, indent=1))
+    write_json(run.stage_dir("data") / "splits.json", splits)
     bad = [{"path": b.path, "reason": b.reason} for b in e.bank.report.bad]
-    (run.stage_dir("data") / "bad_files.json").write_text(json.dumps(bad, indent=1))
+    write_json(run.stage_dir("data") / "bad_files.json", bad)
     return summary
 
 
@@ -350,7 +350,7 @@ def evaluate_run(run: Run) -> dict:
             summary["onnx_latency_1_thread"] = export["latency_1_thread"]
     if teacher:
         summary["teacher"] = {k: teacher["test"].get(k) for k in ("error_rate", "mae")}
-    (run.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
+    write_json(run.dir / "summary.json", summary, default=_jsonable)
     return {"summary": summary, "metrics": metrics}
 
 
@@ -401,7 +401,7 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
         if "labeled" in data:
             summary["labels_used"] = int(data["labeled"])
     log.info("this call took %.1f s", time.perf_counter() - t0)
-    summary_path.write_text(json.dumps(summary, indent=1, default=_jsonable))
+    write_json(summary_path, summary, default=_jsonable)
     if tracker is not None:
         tracking.finish_run(tracker, summary, teacher and teacher.get("test"), cfg.out_dir)
     return summary
@@ -443,7 +443,7 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
             raise ValueError(f"--resume with a different config than {saved} ({', '.join(changed)}); "
                              "start a new run name instead")  # fmt: skip
     cfglib.save(cfg, saved)
-    (cfg.out_dir / "config.diff.yaml").write_text(_yaml(cfglib.diff(cfg)))
+    write_text(cfg.out_dir / "config.diff.yaml", _yaml(cfglib.diff(cfg)))
 
 
 def _yaml(d: dict) -> str:

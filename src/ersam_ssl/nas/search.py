@@ -48,6 +48,7 @@ from ersam_ssl import config as config_io
 from ersam_ssl.checkpoint import load_model, save_model
 from ersam_ssl.data import DataEngine, SAMDataModule, ViewDataset
 from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.fileio import write_json
 from ersam_ssl.hw import CostModel, LatencyLUT, arch_key, count_macs, report_energy
 from ersam_ssl.metrics import SCALAR_METRICS, CountMetrics
 from ersam_ssl.models import CountModel, build_model, layer_specs, make_op
@@ -340,7 +341,7 @@ def write_candidates(
     """``candidates.json`` (everything) and ``candidates.csv`` (one row per evaluated member)."""
     rows = [{**r, "chosen": r["index"] == chosen} for r in records]
     payload = {"candidates": rows, "rejected": list(rejected)}
-    (out_dir / "candidates.json").write_text(json.dumps(payload, indent=1, default=_json_default))
+    write_json(out_dir / "candidates.json", payload, default=_json_default)
     with open(out_dir / "candidates.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
@@ -576,8 +577,9 @@ def run_proxyless(
     mutated = strategy.supernet
     probs = {k: v.detach() for k, v in architecture_probabilities(mutated).items()}
     choices = label_choices(oneshot.space)
-    (directory / "probabilities.json").write_text(
-        json.dumps({label: dict(zip(choices[label], probs[label].tolist())) for label in probs}, indent=1)
+    write_json(
+        directory / "probabilities.json",
+        {label: dict(zip(choices[label], probs[label].tolist())) for label in probs},
     )
     generator = torch.Generator().manual_seed(cfg.seed)
     samples = [most_likely_sample(mutated)]
@@ -733,7 +735,7 @@ def export_member(model: CountModel, engine: DataEngine, cfg: SearchConfig, out_
         latency[f"{name}_vs_torch"] = latency[f"{name}_ms"] / latency["torch_ms"]
     report["latency_1_thread"] = latency
     report["sizes_bytes"] = {k: Path(v).stat().st_size for k, v in paths.items()}
-    (out_dir / "export.json").write_text(json.dumps(report, indent=1, default=_json_default))
+    write_json(out_dir / "export.json", report, default=_json_default)
     diff = report["test"]["onnx_fp32"]["max_abs_diff"]
     if diff > e.max_abs_diff:
         raise ExportMismatchError(f"fp32 ONNX differs from PyTorch by {diff:.3g} > {e.max_abs_diff:.3g}")
@@ -792,7 +794,7 @@ def run_search(cfg: SearchConfig, engine: DataEngine | None = None) -> dict:
     write_candidates(records, rejected, out, best["index"])
     plot_pareto(records, out / "pareto.png", best["index"], cfg)
     arch = best["arch"]
-    (out / "arch.json").write_text(json.dumps(arch, indent=1))
+    write_json(out / "arch.json", arch)
 
     start = time.perf_counter()
     model, finetune_info = finetune_member(evaluator.model(arch), engine, cfg, out / "finetune", evaluator)
@@ -814,5 +816,5 @@ def run_search(cfg: SearchConfig, engine: DataEngine | None = None) -> dict:
         summary["export"] = export_member(model, engine, cfg, out)
         timings["export_s"] = time.perf_counter() - start
     summary["timings_s"] = timings
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    write_json(out / "summary.json", summary, default=_json_default)
     return summary
