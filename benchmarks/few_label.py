@@ -358,11 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-    work = Path(a.work_dir or tempfile.mkdtemp(prefix="few_label_"))
     started = time.perf_counter()
-    if not a.merge:
-        print(f"settings: {json.dumps(asdict(s), default=str)}\nwork dir: {work}", flush=True)
-
     if a.merge:
         blobs = [json.loads(Path(p).read_text()) for p in a.merge]
         # The table describes the runs being merged, not this command's defaults; refuse to mix settings.
@@ -382,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         report(s, summarise(results, s), pretrain, max(b["wall_seconds"] or 0.0 for b in blobs))
         return
 
+    work = Path(a.work_dir or tempfile.mkdtemp(prefix="few_label_"))
+    print(f"settings: {json.dumps(asdict(s), default=str)}\nwork dir: {work}", flush=True)
     if a.tune:
         results = tune(s, work, seed=100, budget=max(s.budgets), methods=a.methods)
         Path(a.out).write_text(json.dumps({"settings": asdict(s), "tune": results}, indent=1, default=str))

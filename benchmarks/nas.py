@@ -58,15 +58,13 @@ def bench_trainer(steps: int) -> TrainerConfig:
     )
 
 
-def train_largest(engine: DataEngine, steps: int, out: Path, batch: int, lr: float) -> tuple[Path, str]:
+def train_largest(engine: DataEngine, steps: int, out: Path, batch: int, lr: float) -> Path:
     """Train the largest SAM member with FixMatch on the few labels + unlabeled clips."""
     model = build_model(SAMSpace().largest(), num_classes=engine.num_classes)
     module = FixMatch(model, OptimConfig(lr=lr), levels=engine.levels)
     datamodule = datamodule_for(FixMatch, engine, batch_size=batch, unlabeled_batch_size=2 * batch)
     fit(module, datamodule, bench_trainer(steps), out, name="largest_fixmatch")
-    return save_model(
-        model.eval(), out / "model.pt", extra={"method": "fixmatch", "steps": steps}
-    ), "fixmatch"
+    return save_model(model.eval(), out / "model.pt", extra={"method": "fixmatch", "steps": steps})
 
 
 def train_crnn(engine: DataEngine, steps: int, out: Path, batch: int, lr: float, seed: int) -> CountNetCRNN:
@@ -101,7 +99,8 @@ def latencies(models: dict[str, CountModel], onnx: dict[str, Path], num_samples:
 def train_and_search(engine: DataEngine, args: argparse.Namespace, out: Path) -> dict:
     """Stage 1: every training run and the search; returns what the report needs (also ``stage1.json``)."""
     t0 = time.perf_counter()
-    init, method = train_largest(engine, args.pretrain_steps, out / "largest", args.batch, args.lr)
+    method = "fixmatch"
+    init = train_largest(engine, args.pretrain_steps, out / "largest", args.batch, args.lr)
     pretrain_s = time.perf_counter() - t0
     print(f"largest member ({method}, {args.pretrain_steps} steps): {pretrain_s / 60:.1f} min", flush=True)
     cfg = SearchConfig(
