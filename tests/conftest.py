@@ -63,19 +63,6 @@ def one_thread():
 SHARED_LIBRISPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "librispeech-mini"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: use --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def synth_source(tmp_path_factory: pytest.TempPathFactory):
     """30 espeak-ng voices × ~6 s: enough for speaker-disjoint splits with max_speakers=3."""
