@@ -61,3 +61,9 @@ def test_data_config_validates(tmp_path):
         config.load(DataConfig, overrides=["source=librispeech"])
     cfg = config.load(DataConfig, overrides=["mixture.max_speakers=4", "subset_splits=[test-clean:test]"])
     assert cfg.mixture.num_classes == 5 and cfg.subset_splits == ("test-clean:test",)
+
+
+def test_flatten_gives_the_dotted_keys_overrides_use():
+    from ersam_ssl.config import flatten
+
+    assert flatten({"a": 1, "b": {"c": 2, "d": {"e": [3]}}, "f": {}}) == {"a": 1, "b.c": 2, "b.d.e": [3]}

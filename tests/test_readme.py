@@ -43,5 +43,9 @@ def test_readme_library_example_imports_and_calls_exist():
         if isinstance(node, ast.ImportFrom):
             exec(compile(ast.Module([node], []), "README", "exec"), namespace)
     for node in ast.walk(tree):  # e.g. Finetune.from_pretrained, ContrastivePretrain.simclr
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in namespace:
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in namespace
+        ):
             assert hasattr(namespace[node.value.id], node.attr), f"{node.value.id}.{node.attr}"

@@ -417,16 +417,6 @@ RESUME_FREE_KEYS = frozenset(
 )  # fmt: skip
 
 
-def _dotted(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_dotted(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
     if cfg.out_dir.exists() and not (resume or overwrite):
@@ -438,7 +428,7 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     saved = cfg.out_dir / "config.yaml"
     if resume and saved.is_file():
-        changed = sorted(set(_dotted(cfglib.diff(cfg, load_config(saved)))) - RESUME_FREE_KEYS)
+        changed = sorted(set(cfglib.flatten(cfglib.diff(cfg, load_config(saved)))) - RESUME_FREE_KEYS)
         if changed:
             raise ValueError(f"--resume with a different config than {saved} ({', '.join(changed)}); "
                              "start a new run name instead")  # fmt: skip
