@@ -6,6 +6,11 @@ energy-efficient, real-time social ambiance measurement) and CountNet (Stöter e
 ``import ersam_ssl`` never imports NNI; the NAS module imports it lazily.
 """
 
+from ersam_ssl.threads import set_passive_wait
+
+# Before anything imports torch: OpenMP reads its wait policy once, at start-up (see ersam_ssl.threads).
+set_passive_wait()
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]

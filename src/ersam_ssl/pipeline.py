@@ -104,7 +104,7 @@ class RunConfig:
     teacher: TeacherStage = field(default_factory=TeacherStage)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     nas: SearchConfig = field(default_factory=SearchConfig)
-    threads: int = 2
+    threads: int = 0  # intra-op threads; 0: ersam_ssl.threads.default_threads() (half the usable CPUs)
 
     def validate(self) -> None:
         bad = [s for s in self.stages if s not in STAGES]
@@ -357,11 +357,12 @@ def evaluate_run(run: Run) -> dict:
 # --------------------------------------------------------------------------------------------- main
 def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Run the configured stages; returns ``summary.json``'s content."""
-    import torch
     from pytorch_lightning.utilities import rank_zero_only
 
+    from ersam_ssl.threads import configure_threads
+
     cfg.validate()
-    torch.set_num_threads(max(1, cfg.threads))
+    configure_threads(cfg.threads)
     # Under DDP, Lightning re-runs this script once per extra rank (and torchrun/SLURM start every rank):
     # only rank 0 owns the run folder; the other ranks run the same stages and join every fit().
     rank_zero = rank_zero_only.rank == 0
