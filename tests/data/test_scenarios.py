@@ -67,7 +67,7 @@ def test_reverb_smears_an_impulse():
 
 
 def test_phone_band_limits():
-    cfg = ScenarioConfig(name="p", phone_prob=1.0, clip_drive=(1.0, 1.0))
+    cfg = ScenarioConfig(name="p", mic_prob=1.0, clip_drive=(1.0, 1.0))
     r = ScenarioRenderer(cfg, clip_samples=16000)
     t = np.arange(16000) / 16000
     for freq, passes in ((60.0, False), (1000.0, True), (7000.0, False)):

@@ -7,8 +7,15 @@ read-speech conditions. A scenario turns a clean mixture into such a shifted-dom
   held-out speakers (never used for train/val/test mixtures);
 * reverberation with synthetic room impulse responses (exponentially decaying noise tails with a direct
   path; Polack's statistical model as used e.g. in Lehmann & Johansson, JASA 2008 for diffuse tails);
-* a phone-microphone band limit (Butterworth band-pass) with mild soft clipping (cheap-mic non-linearity);
-* level changes (distance to the phone, automatic gain control).
+* a device-microphone band limit (Butterworth band-pass; one of several devices: narrowband phone,
+  phone, laptop, wideband) with mild soft clipping (cheap-mic non-linearity);
+* level changes (distance to the phone, automatic gain control); clips that would exceed full scale are
+  scaled down by the mixture generator, never clipped.
+
+``clinical`` is the shifted target domain of the few labels (phone microphone on every clip); the test
+domains ``clean``, ``noisy``, ``reverberant``, ``loud`` and ``quiet`` each shift one factor; ``randomized``
+draws every factor per clip (domain randomization: Tobin et al., IROS 2017) and is what a counter that
+must hold on any recording trains on.
 
 All randomness comes from the per-item generator, so a mixture's rendering depends only on (seed, index).
 """
@@ -36,29 +43,31 @@ class ScenarioConfig:
     noise_types: tuple[str, ...] = ("white", "pink", "brown", "babble")
     reverb_prob: float = 0.0
     rt60_s: tuple[float, float] = (0.2, 0.8)
-    phone_prob: float = 0.0
-    phone_band_hz: tuple[float, float] = (200.0, 3800.0)
+    mic_prob: float = 0.0
+    mic_bands_hz: tuple[tuple[float, float], ...] = ((200.0, 3800.0),)
     clip_drive: tuple[float, float] = (1.0, 3.0)
     level_db: tuple[float, float] = (0.0, 0.0)
 
     def validate(self) -> None:
-        for name in ("noise_prob", "reverb_prob", "phone_prob"):
+        for name in ("noise_prob", "reverb_prob", "mic_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"scenario {self.name}: {name}={p} is not a probability")
         bad = set(self.noise_types) - {"white", "pink", "brown", "babble"}
         if bad:
             raise ValueError(f"scenario {self.name}: unknown noise types {sorted(bad)}")
-        lo, hi = self.phone_band_hz
-        if not 0 < lo < hi < SAMPLE_RATE / 2:
-            raise ValueError(f"scenario {self.name}: phone band {self.phone_band_hz} outside (0, 8000) Hz")
+        if not self.mic_bands_hz:
+            raise ValueError(f"scenario {self.name}: mic_bands_hz needs at least one band")
+        for lo, hi in self.mic_bands_hz:
+            if not 0 < lo < hi < SAMPLE_RATE / 2:
+                raise ValueError(f"scenario {self.name}: mic band ({lo}, {hi}) outside (0, 8000) Hz")
 
     @property
     def is_clean(self) -> bool:
         return (
             self.noise_prob == 0
             and self.reverb_prob == 0
-            and self.phone_prob == 0
+            and self.mic_prob == 0
             and self.level_db == (0.0, 0.0)
         )
 
@@ -71,12 +80,30 @@ SCENARIOS.register("clinical")(
         snr_db=(5.0, 25.0),
         reverb_prob=0.7,
         rt60_s=(0.2, 0.7),
-        phone_prob=1.0,
+        mic_prob=1.0,
         level_db=(-10.0, 6.0),
     )
 )
 SCENARIOS.register("noisy")(ScenarioConfig(name="noisy", noise_prob=1.0, snr_db=(0.0, 15.0)))
 SCENARIOS.register("reverberant")(ScenarioConfig(name="reverberant", reverb_prob=1.0, rt60_s=(0.4, 1.0)))
+# Recording level only: speech at -26 dBFS RMS (the mixture level) moved to about -12 ... -6 dBFS
+# (limited below full scale) or -56 ... -46 dBFS.
+SCENARIOS.register("loud")(ScenarioConfig(name="loud", level_db=(14.0, 20.0)))
+SCENARIOS.register("quiet")(ScenarioConfig(name="quiet", level_db=(-30.0, -20.0)))
+#: Devices of the randomized domain: narrowband phone call, phone microphone, laptop, wideband recorder.
+DEVICE_BANDS_HZ = ((300.0, 3400.0), (200.0, 3800.0), (100.0, 6000.0), (50.0, 7600.0))
+SCENARIOS.register("randomized")(
+    ScenarioConfig(
+        name="randomized",
+        noise_prob=0.5,
+        snr_db=(0.0, 30.0),
+        reverb_prob=0.35,
+        rt60_s=(0.2, 1.0),
+        mic_prob=0.5,
+        mic_bands_hz=DEVICE_BANDS_HZ,
+        level_db=(-30.0, 20.0),
+    )
+)
 
 
 def get_scenario(name_or_cfg: str | ScenarioConfig) -> ScenarioConfig:
@@ -159,8 +186,10 @@ class ScenarioRenderer:
             self._rirs = [
                 synthetic_rir(rng.uniform(*cfg.rt60_s), rng, self.sample_rate) for _ in range(self.n_rirs)
             ]
-        lo, hi = cfg.phone_band_hz
-        self._sos = signal.butter(4, [lo, hi], btype="bandpass", fs=self.sample_rate, output="sos")
+        self._sos = [
+            signal.butter(4, [lo, hi], btype="bandpass", fs=self.sample_rate, output="sos")
+            for lo, hi in cfg.mic_bands_hz
+        ]
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         """Render the scenario on clip ``x``; returns the new clip and what was applied."""
@@ -181,13 +210,16 @@ class ScenarioRenderer:
             snr = float(rng.uniform(*cfg.snr_db))
             x = x + bank[off : off + n] * (self.target_rms * 10 ** (-snr / 20))
             applied.update(noise=kind, snr_db=round(snr, 2))
-        if rng.random() < cfg.phone_prob:
-            x = signal.sosfilt(self._sos, x).astype(np.float32)
+        if rng.random() < cfg.mic_prob:
+            # one band: no draw, so single-band scenarios render exactly as before several bands existed
+            band = int(rng.integers(len(self._sos))) if len(self._sos) > 1 else 0
+            x = signal.sosfilt(self._sos[band], x).astype(np.float32)
             drive = float(rng.uniform(*cfg.clip_drive))
             # tanh soft clipping around the speech level models a cheap microphone's non-linearity
             ref = 4 * self.target_rms
             x = (np.tanh(x * drive / ref) * ref / drive).astype(np.float32)
-            applied["phone_drive"] = round(drive, 3)
+            applied["mic_band_hz"] = list(cfg.mic_bands_hz[band])
+            applied["mic_drive"] = round(drive, 3)
         lo, hi = cfg.level_db
         if hi > lo or lo != 0:
             g = float(rng.uniform(lo, hi))
