@@ -63,7 +63,10 @@ class CountModel(nn.Module):
         """Rebuild the architecture described by :meth:`config` (fresh weights)."""
         import ersam_ssl.models  # noqa: F401  - registers the built-in models
 
-        return create_model(config["name"], **config.get("kwargs", {}))
+        kwargs = dict(config.get("kwargs", {}))
+        if config["name"] == "sam":  # model files from before the level_norm option: no normalisation
+            kwargs.setdefault("level_norm", "none")
+        return create_model(config["name"], **kwargs)
 
 
 def create_model(name: str, **kwargs: Any) -> CountModel:

@@ -93,13 +93,21 @@ class StftMagnitude(nn.Module):
         return f"n_fft={self.n_fft}, hop_length={self.hop_length}"
 
 
+LEVEL_NORMS = ("none", "clip")
+
+
 class LogMel(nn.Module):
-    """Log-mel power spectrogram ``log(mel + 1e-6)`` → ``[B, n_mels, frames]``.
+    """Log-mel power spectrogram ``log(mel + 1e-6)`` → ``[B, n_mels, frames]``, optionally level-invariant.
 
     Same numbers as ``torchaudio.transforms.MelSpectrogram`` (power 2, HTK mel scale, no filter-bank
-    normalisation) followed by ``log(· + 1e-6)``. There is deliberately no per-clip normalisation: the
-    absolute level is a cue (a window with zero speakers holds only background); a learnable per-band
-    normalisation belongs in the backbone stem.
+    normalisation) followed by ``log(· + 1e-6)``.
+
+    ``level_norm="clip"`` subtracts each clip's mean log-mel (over bands and frames): a gain ``g`` on the
+    waveform adds ``2 log g`` to every log-mel value, so the output no longer depends on the recording
+    level (up to the ``1e-6`` floor, i.e. for anything above digital silence). A counter trained on
+    normalised speech level then still counts a recording 20 dB louder or quieter. ``"none"`` keeps the
+    absolute level (a quiet background-only window is then recognisable by its level alone, but every
+    level the model meets must have been seen in training).
     """
 
     def __init__(
@@ -110,8 +118,12 @@ class LogMel(nn.Module):
         n_mels: int = 64,
         f_min: float = 0.0,
         f_max: float | None = 8000.0,
+        level_norm: str = "none",
     ) -> None:
         super().__init__()
+        if level_norm not in LEVEL_NORMS:
+            raise ValueError(f"level_norm={level_norm!r}: choose one of {LEVEL_NORMS}")
+        self.level_norm = level_norm
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
@@ -127,10 +139,13 @@ class LogMel(nn.Module):
         real, imag = stft_real_imag(wave, self.window, self.dft_basis, self.n_fft, self.hop_length)
         power = real.square() + imag.square()  # [B, bins, frames]
         mel = torch.matmul(power.transpose(1, 2), self.fbank).transpose(1, 2)
-        return torch.log(mel + LOG_OFFSET)
+        logmel = torch.log(mel + LOG_OFFSET)
+        if self.level_norm == "clip":
+            logmel = logmel - logmel.mean(dim=(1, 2), keepdim=True)
+        return logmel
 
     def extra_repr(self) -> str:
         return (
             f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
-            f"n_mels={self.n_mels}, f_min={self.f_min}, f_max={self.f_max}"
+            f"n_mels={self.n_mels}, f_min={self.f_min}, f_max={self.f_max}, level_norm={self.level_norm}"
         )

@@ -490,6 +490,7 @@ def build_model(
     n_mels: int = 64,
     space: SAMSpace | dict | None = None,
     head_kwargs: dict | None = None,
+    level_norm: str = "clip",
 ) -> CountModel:
     """Instantiate a member of the SAM space as a :class:`CountModel` (log-mel frontend included).
 
@@ -500,6 +501,10 @@ def build_model(
         n_mels: mel bands of the frontend.
         space: the search space (a :class:`SAMSpace` or its ``to_dict()``), default ``SAMSpace()``.
         head_kwargs: extra arguments of the count head (e.g. ``{"dropout": 0.2}``).
+        level_norm: ``"clip"`` (default) makes the input level-invariant (per-clip log-mel mean removed,
+            see :class:`~ersam_ssl.models.frontend.LogMel`); ``"none"`` keeps the absolute level. Model
+            files written before this option existed carry no value and are rebuilt with ``"none"``
+            (see :meth:`CountModel.from_config`).
     """
     space = _as_space(space)
     arch = space.default() if arch is None else arch
@@ -526,9 +531,10 @@ def build_model(
             "n_mels": n_mels,
             "space": space.to_dict(),
             "head_kwargs": dict(head_kwargs or {}),
+            "level_norm": level_norm,
         },
     }
-    frontend = LogMel(_SAMPLE_RATE, _N_FFT, _HOP_LENGTH, n_mels)
+    frontend = LogMel(_SAMPLE_RATE, _N_FFT, _HOP_LENGTH, n_mels, level_norm=level_norm)
     return CountModel(frontend, backbone, count_head, pool_dim, config)
 
 

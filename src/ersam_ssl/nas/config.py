@@ -269,7 +269,8 @@ class SearchConfig:
         supernet_checkpoint: a trained supernet (``supernet.pt``) to search directly (skips training).
         space: fields of :class:`~ersam_ssl.models.SAMSpace` that differ from its defaults, e.g.
             ``space.kernels=[3,5]``; :attr:`sam_space` is the resulting space.
-        head / n_mels: count head and mel bands of every member.
+        head / n_mels / level_norm: count head, mel bands and input level normalisation of every member
+            (see :func:`~ersam_ssl.models.build_model`).
     """
 
     out_dir: str = "runs/search"
@@ -279,6 +280,7 @@ class SearchConfig:
     supernet_checkpoint: str | None = None
     head: str = "classify"
     n_mels: int = 64
+    level_norm: str = "clip"
     data: DataConfig = field(default_factory=DataConfig)
     space: dict = field(default_factory=dict)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)

@@ -191,7 +191,12 @@ def make_cost_model(cfg: SearchConfig, num_classes: int) -> CostModel:
         profile=b.profile,
         latency=b.latency,
         build_model=functools.partial(
-            build_model, num_classes=num_classes, head=cfg.head, n_mels=cfg.n_mels, space=cfg.sam_space
+            build_model,
+            num_classes=num_classes,
+            head=cfg.head,
+            n_mels=cfg.n_mels,
+            space=cfg.sam_space,
+            level_norm=cfg.level_norm,
         ),
         layer_specs=functools.partial(
             layer_specs,
@@ -620,7 +625,9 @@ def build_supernet(cfg: SearchConfig, num_classes: int) -> ElasticSAM:
         if supernet.space != cfg.sam_space or supernet.num_classes != num_classes:
             raise ValueError(f"{cfg.supernet_checkpoint}: supernet space / classes differ from the config")
         return supernet
-    supernet = ElasticSAM(cfg.sam_space, num_classes=num_classes, head=cfg.head, n_mels=cfg.n_mels)
+    supernet = ElasticSAM(
+        cfg.sam_space, num_classes=num_classes, head=cfg.head, n_mels=cfg.n_mels, level_norm=cfg.level_norm
+    )
     if cfg.init:
         head = supernet.load_largest(cfg.init)
         log.info("supernet initialised from %s (%s pooling head)", cfg.init, head)

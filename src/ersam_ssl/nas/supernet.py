@@ -141,7 +141,7 @@ class ElasticSAM(nn.Module):
 
     Args:
         space: the search space (default ``SAMSpace()``).
-        num_classes, head, n_mels, head_kwargs: as for :func:`~ersam_ssl.models.build_model`.
+        num_classes, head, n_mels, head_kwargs, level_norm: as for :func:`~ersam_ssl.models.build_model`.
 
     The modules mirror the largest :class:`~ersam_ssl.models.CountModel` of the space (same state-dict
     keys), plus the weights of every pooling head. ``active_arch`` is the member that ``forward`` runs when
@@ -157,9 +157,11 @@ class ElasticSAM(nn.Module):
         head: str = "classify",
         n_mels: int = 64,
         head_kwargs: dict | None = None,
+        level_norm: str = "clip",
     ) -> None:
         super().__init__()
         self.space = as_space(space)
+        self.level_norm = level_norm
         self.head_name = head
         self.n_mels = n_mels
         self.head_kwargs = dict(head_kwargs or {})
@@ -171,7 +173,7 @@ class ElasticSAM(nn.Module):
             stages[b.stage].append(
                 MBConv1d(b.in_ch, b.out_ch, b.kernel, b.expand, b.stride, b.se, act, self.space.se_ratio)
             )
-        self.frontend = LogMel(n_mels=n_mels)
+        self.frontend = LogMel(n_mels=n_mels, level_norm=level_norm)
         self.backbone = SAMBackbone(
             Stem(n_mels, stem_ch, act),
             stages,
@@ -194,6 +196,7 @@ class ElasticSAM(nn.Module):
                 "head": self.head_name,
                 "n_mels": self.n_mels,
                 "head_kwargs": dict(self.head_kwargs),
+                "level_norm": self.level_norm,
             },
         }
 
@@ -201,7 +204,7 @@ class ElasticSAM(nn.Module):
     def from_config(cls, config: dict) -> ElasticSAM:
         if config.get("name") != "sam_supernet":
             raise ValueError(f"not a supernet config: {config.get('name')!r}")
-        return cls(**config["kwargs"])
+        return cls(**{"level_norm": "none", **config["kwargs"]})  # files from before level_norm: "none"
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~ersam_ssl.models.build_model` that every member shares."""
@@ -211,6 +214,7 @@ class ElasticSAM(nn.Module):
             "n_mels": self.n_mels,
             "space": self.space,
             "head_kwargs": self.head_kwargs,
+            "level_norm": self.level_norm,
         }
 
     # -- elastic pieces (also used by the NNI views of ersam_ssl.nas.nni_space) -----------------------
