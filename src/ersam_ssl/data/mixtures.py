@@ -12,6 +12,14 @@ References:
     Stöter, Chakrabarty, Edler, Habets. CountNet: Estimating the Number of Concurrent Speakers Using
     Supervised Learning. IEEE/ACM TASLP 27(2), 2019 (LibriCount: 0–10 speakers, 5 s, 16 kHz).
 
+Conversational items (``conversation_prob``): real social ambiance is turn-taking with partial overlap, not
+K people reading at once. Each of the K speakers then talks only in its turns (one or more stretches, with
+gaps and overlaps between consecutive turns), and with ``backchannel_prob`` one extra speaker says
+something short ("mm-hm") that stays below the count threshold. The label is the number of distinct
+speakers whose voice activity inside their turns lasts at least ``min_speech_s`` (turns are lengthened
+until it does, so the label of item ``i`` is still known without rendering it); ``Mixture.activity``
+holds the per-speaker activity the label was derived from.
+
 Determinism: item ``i`` depends only on (``seed``, ``split``, ``i``) — the same in any DataLoader worker,
 in any order, on any machine with the same source audio.
 """
@@ -49,6 +57,11 @@ class MixtureConfig:
     speed_steps: int = 21
     target_rms: float = 0.05
     background_db: tuple[float, float] = (-65.0, -50.0)
+    conversation_prob: float = 0.0
+    min_speech_s: float = 0.5
+    turn_s: tuple[float, float] = (0.8, 3.0)
+    turn_gap_s: tuple[float, float] = (-0.5, 0.4)
+    backchannel_prob: float = 0.3
 
     @property
     def num_samples(self) -> int:
@@ -66,6 +79,13 @@ class MixtureConfig:
             raise ValueError(f"speed_range {self.speed_range} must satisfy 0.5 <= lo <= hi <= 2")
         if self.speed_steps < 1:
             raise ValueError("speed_steps must be >= 1")
+        for name in ("conversation_prob", "backchannel_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} is not a probability")
+        if not 0.0 < self.min_speech_s <= 0.5 * self.duration:
+            raise ValueError(f"min_speech_s={self.min_speech_s} must be in (0, duration / 2]")
+        if not 0.0 < self.turn_s[0] <= self.turn_s[1]:
+            raise ValueError(f"turn_s={self.turn_s} must satisfy 0 < lo <= hi")
 
 
 @dataclass
@@ -173,9 +193,19 @@ class MixtureDataset(Dataset):
         n = cfg.num_samples
         rng = self.rng(index)
         k = self.count(index)
+        # The conversation draws come from their own stream, so items without conversation (and every
+        # dataset with conversation_prob=0) render exactly as before the option existed.
+        crng = np.random.default_rng([self.seed, _split_code(self.split), int(index), 0xC0]) \
+            if cfg.conversation_prob > 0 else None  # fmt: skip
+        talk = crng is not None and k > 0 and crng.random() < cfg.conversation_prob
+        extra = int(talk and len(self.speakers) > k and crng.random() < cfg.backchannel_prob)
         chosen = rng.choice(len(self.speakers), size=k, replace=False) if k else np.zeros(0, dtype=np.int64)
+        if extra:  # the backchannel speaker: any speaker not already talking
+            rest = np.setdiff1d(np.arange(len(self.speakers)), chosen)
+            chosen = np.append(chosen, rest[int(crng.integers(rest.size))])
         speech = np.zeros(n, dtype=np.float32)
-        activity = np.zeros((k, n // VAD_FRAME), dtype=bool)
+        activity = np.zeros((k + extra, n // VAD_FRAME), dtype=bool)
+        turns = _turn_plan(k, activity.shape[1], cfg, crng) if talk else None
         spk_ids, gains, speeds, starts = [], [], [], []
         for j, c in enumerate(chosen):
             spk = self.speakers[int(c)]
@@ -191,7 +221,16 @@ class MixtureDataset(Dataset):
             x -= x0
             x *= frac
             x += x0
-            activity[j] = frame_rms(x) > self._vad_thr
+            voiced = frame_rms(x) > self._vad_thr
+            if talk:
+                min_frames = int(np.ceil(cfg.min_speech_s * cfg.sample_rate / VAD_FRAME))
+                if j < k:
+                    env = _ensure_speech(turns[j], voiced, min_frames)
+                else:
+                    env = _backchannel(voiced, min_frames, crng)
+                x *= _frame_envelope(env, n)
+                voiced &= env
+            activity[j] = voiced
             g = float(rng.uniform(-cfg.gain_db, cfg.gain_db))
             x *= np.float32(10 ** (g / 20) / 32767.0)
             speech += x
@@ -210,7 +249,8 @@ class MixtureDataset(Dataset):
             "split": self.split,
             "seed": self.seed,
             "count": k,
-            "speakers": spk_ids,
+            "conversation": bool(talk),
+            "speakers": spk_ids[:k],
             "gains_db": gains,
             "speeds": speeds,
             "starts": starts,
@@ -223,8 +263,11 @@ class MixtureDataset(Dataset):
         if peak > 0.99:
             mix = mix * np.float32(0.99 / peak)
             meta["limited_db"] = round(20 * np.log10(0.99 / peak), 2)
+        if extra:
+            meta["backchannel_speaker"] = spk_ids[k]
+            meta["backchannel_s"] = round(float(activity[k].sum()) * VAD_FRAME / cfg.sample_rate, 3)
         concurrent = activity.sum(axis=0) if k else np.zeros(n // VAD_FRAME, dtype=np.int64)
-        meta["activity"] = [round(float(a.mean()), 4) for a in activity]
+        meta["activity"] = [round(float(a.mean()), 4) for a in activity[:k]]
         meta["max_concurrent"] = int(concurrent.max()) if concurrent.size else 0
         meta["mean_concurrent"] = round(float(concurrent.mean()), 4) if concurrent.size else 0.0
         return Mixture(quantise16(mix), k, meta, activity)
@@ -253,6 +296,69 @@ class MixtureDataset(Dataset):
             return x, torch.tensor(self.count(index), dtype=torch.int64)
         m = self.generate(index)
         return torch.from_numpy(m.audio), torch.tensor(m.count, dtype=torch.int64)
+
+
+def _turn_plan(k: int, frames: int, cfg: MixtureConfig, rng: np.random.Generator) -> np.ndarray:
+    """Turn envelopes ``[k, frames]`` (bool, 20 ms frames) of a k-person conversation in one window.
+
+    Every speaker gets a turn, in random order; a third of the speakers (at random) get a second one.
+    Turns last ``turn_s`` and follow each other with a gap from ``turn_gap_s`` (negative: the next speaker
+    starts before the current one stops — overlap); the whole plan starts at a random offset (the window
+    cuts into an ongoing conversation) and is compressed to fit the window when it is too long.
+    """
+    fps = cfg.sample_rate / VAD_FRAME
+    order = list(rng.permutation(k))
+    order += [int(s) for s in rng.choice(k, size=k // 3, replace=False)] if k >= 3 else []
+    dur = rng.uniform(*cfg.turn_s, size=len(order)) * fps
+    gap = rng.uniform(*cfg.turn_gap_s, size=len(order)) * fps
+    start = np.zeros(len(order))
+    for t in range(1, len(order)):
+        start[t] = max(0.0, start[t - 1] + dur[t - 1] + gap[t])
+    span = start[-1] + dur[-1]
+    scale = min(1.0, frames / span)
+    offset = rng.uniform(0, max(0.0, frames - span * scale))
+    env = np.zeros((k, frames), dtype=bool)
+    for spk, s, d in zip(order, start * scale + offset, dur * scale):
+        env[spk, int(s) : int(np.ceil(s + d))] = True
+    return env
+
+
+def _ensure_speech(env: np.ndarray, voiced: np.ndarray, min_frames: int) -> np.ndarray:
+    """Grow a speaker's turns (both ways, a frame at a time) until they hold ``min_frames`` voiced frames.
+
+    Guarantees the label: every counted speaker really talks for ``min_speech_s`` within the window (falls
+    back to the whole window, whose speech is always long enough for the speakers a bank holds).
+    """
+    env = env.copy()
+    while int((env & voiced).sum()) < min_frames and not env.all():
+        env[1:] |= env[:-1].copy()
+        env[:-1] |= env[1:].copy()
+        if not env.any():
+            env[:] = True
+    return env
+
+
+def _backchannel(voiced: np.ndarray, min_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """A short utterance of an extra speaker: a stretch holding fewer than ``min_frames`` voiced frames."""
+    frames = voiced.size
+    length = int(rng.integers(max(2, min_frames // 4), max(3, min_frames // 2 + 1)))
+    start = int(rng.integers(0, frames - length + 1))
+    env = np.zeros(frames, dtype=bool)
+    env[start : start + length] = True
+    return env
+
+
+def _frame_envelope(env: np.ndarray, n: int, ramp: int = 160) -> np.ndarray:
+    """Sample-level gain ``[n]`` from a frame envelope, with ``ramp``-sample (10 ms) linear fades."""
+    e = np.zeros(n, dtype=np.float32)
+    m = env.size * VAD_FRAME
+    e[:m] = np.repeat(env.astype(np.float32), VAD_FRAME)
+    up = np.linspace(0.0, 1.0, ramp, dtype=np.float32)
+    for t in np.flatnonzero(np.diff(env.astype(np.int8))) + 1:  # frame where the envelope switches
+        c = int(t) * VAD_FRAME
+        lo, hi = max(0, c - ramp // 2), min(n, c + ramp // 2)
+        e[lo:hi] = (up if env[t] else up[::-1])[lo - (c - ramp // 2) : ramp - ((c + ramp // 2) - hi)]
+    return e
 
 
 class _Renderer(Dataset):
