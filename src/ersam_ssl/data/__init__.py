@@ -15,6 +15,7 @@ from ersam_ssl.data.mixtures import (
 from ersam_ssl.data.scenarios import SCENARIOS, ScenarioConfig, ScenarioRenderer, get_scenario
 from ersam_ssl.data.sources import (
     SOURCES,
+    CombinedSource,
     FolderSource,
     LibriCountSource,
     LibriSpeechSource,
@@ -25,11 +26,13 @@ from ersam_ssl.data.sources import (
     open_source,
 )
 from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
+from ersam_ssl.data.stream import MixtureStreamDataModule, StreamSampler, stream_dataset
 from ersam_ssl.data.synth import SynthSpeechSource, voice_catalog
 
 __all__ = [
     "VIEWS", "AmbianceLevels", "DataConfig", "DataEngine", "FileCountDataset", "FolderSource",
-    "LibriCountSource", "LibriSpeechSource", "Mixture", "MixtureConfig", "MixtureDataset", "SAMDataModule",
+    "CombinedSource", "LibriCountSource", "LibriSpeechSource", "MixtureStreamDataModule", "StreamSampler",
+    "stream_dataset", "Mixture", "MixtureConfig", "MixtureDataset", "SAMDataModule",
     "SCENARIOS", "SOURCES", "ScanReport", "ScenarioConfig", "ScenarioRenderer", "Source", "SpeakerBank",
     "SynthSpeechSource", "Utterance", "ViewDataset", "babble_track", "check_disjoint", "detect_source",
     "get_scenario", "label_budget", "make_view", "materialize", "open_source", "speaker_splits",

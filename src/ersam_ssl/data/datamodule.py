@@ -23,7 +23,7 @@ from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureDataset, babble_track
 from ersam_ssl.data.sampling import EpochSampler
 from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
-from ersam_ssl.data.sources import LibriCountSource, Source, open_source
+from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source, open_source
 from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ class DataConfig:
         labels_per_class: few-label budget per count class; ``-1`` = every pool clip is labeled.
         labeled_scenario / unlabeled_scenario / test_scenario: acoustic domain of each part; the default
             is the shifted "clinical" domain everywhere except where a study says otherwise.
+        train_scenario / train_conversation_prob: domain and conversational share of the streamed
+            mixtures that mixture supervision trains on (:mod:`ersam_ssl.data.stream`); the default
+            randomizes every acoustic factor per clip.
+        extra_sources: more corpora mixed into the speaker pool, ``"synth"`` or ``"kind:root"`` (e.g.
+            ``"folder:/data/speechocean762"``); speakers are then named ``<corpus>/<speaker>``.
         precompute_pool: render the pool into memory once (int16, exact) instead of every epoch.
         min_epoch_items: a training epoch repeats a small set (e.g. 10 labels per class) until it holds at
             least this many items, so validation and epoch overhead do not run after every batch.
@@ -69,6 +74,9 @@ class DataConfig:
     labeled_scenario: str = "clinical"
     unlabeled_scenario: str = "clinical"
     test_scenario: str = "clinical"
+    train_scenario: str = "randomized"
+    train_conversation_prob: float = 0.5
+    extra_sources: tuple[str, ...] = ()
     test_root: str | None = None
     batch_size: int = 32
     unlabeled_batch_size: int = 64
@@ -82,6 +90,18 @@ class DataConfig:
             raise ValueError(f"data.source={self.source!r}: choose synth, librispeech or folder")
         if self.source != "synth" and not self.root:
             raise ValueError(f"data.source={self.source} needs data.root=/path/to/corpus")
+        for entry in self.extra_sources:
+            kind = entry.split(":", 1)[0]
+            if kind not in ("synth", "librispeech", "folder") or (kind != "synth" and ":" not in entry):
+                raise ValueError(
+                    f"data.extra_sources entry {entry!r}: use 'synth' or 'librispeech|folder:/root'"
+                )
+        if not 0.0 <= self.train_conversation_prob <= 1.0:
+            raise ValueError(
+                f"data.train_conversation_prob={self.train_conversation_prob} is not a probability"
+            )
+        for name in ("labeled_scenario", "unlabeled_scenario", "test_scenario", "train_scenario"):
+            get_scenario(getattr(self, name))
         for entry in self.subset_splits:
             if ":" not in entry:
                 raise ValueError(f"subset_splits entry {entry!r} must look like 'test-clean:test'")
@@ -98,21 +118,31 @@ class DataEngine:
         self.levels = AmbianceLevels()
 
     # -- building blocks -------------------------------------------------------------------------
-    @cached_property
-    def source(self) -> Source:
+    def _open(self, kind: str, root: str | None) -> Source:
         cfg = self.config
-        if self._source is not None:
-            return self._source
-        if cfg.source == "synth":
+        if kind == "synth":
             return open_source(
                 "synth",
                 n_speakers=cfg.synth_speakers,
                 seconds_per_speaker=cfg.synth_seconds,
                 seed=cfg.synth_seed,
             )
-        if cfg.source == "librispeech":
-            return open_source("librispeech", cfg.root, subsets=cfg.subsets or None)
-        return open_source("folder", cfg.root)
+        if kind == "librispeech":
+            return open_source("librispeech", root, subsets=cfg.subsets or None)
+        return open_source("folder", root)
+
+    @cached_property
+    def source(self) -> Source:
+        cfg = self.config
+        if self._source is not None:
+            return self._source
+        main = self._open(cfg.source, cfg.root)
+        if not cfg.extra_sources:
+            return main
+        parts = [main] + [
+            self._open(*(e.split(":", 1) if ":" in e else (e, None))) for e in cfg.extra_sources
+        ]
+        return CombinedSource(parts)
 
     @cached_property
     def bank(self) -> SpeakerBank:

@@ -20,7 +20,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ersam_ssl import audio
@@ -283,6 +283,35 @@ class FolderSource(Source):
         if not utts:
             raise FileNotFoundError(f"no usable audio under {root} ({len(report.bad)} bad files)")
         super().__init__(utts, report)
+
+
+class CombinedSource(Source):
+    """Several corpora as one speaker pool; speaker ``s`` of corpus ``c`` becomes ``"c/s"``.
+
+    Corpus names are the sources' names (``librispeech``, ``folder``, ``synth``), numbered when two
+    sources share one (``folder``, ``folder2``). :meth:`corpus_of` maps a speaker back to its corpus, so
+    splits can be reported (and test sets built) per corpus.
+    """
+
+    name = "combined"
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        report = ScanReport()
+        utts: list[Utterance] = []
+        self.corpora: list[str] = []
+        for src in sources:
+            tag = src.name
+            i = 2
+            while tag in self.corpora:
+                tag, i = f"{src.name}{i}", i + 1
+            self.corpora.append(tag)
+            utts += [replace(u, speaker=f"{tag}/{u.speaker}") for u in src.utterances]
+            report.extend(src.report)
+        super().__init__(utts, report)
+
+    @staticmethod
+    def corpus_of(speaker: str) -> str:
+        return speaker.split("/", 1)[0]
 
 
 def open_source(kind: str, root: str | Path | None = None, **kwargs) -> Source:

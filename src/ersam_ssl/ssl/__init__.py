@@ -5,6 +5,7 @@ checkpoint metadata), takes an injected :class:`~ersam_ssl.models.CountModel` an
 frozen config dataclass of its own, and is registered in :data:`METHODS`:
 
 - ``supervised``: :class:`SupervisedCounter` (labeled clips only).
+- ``mixture``: :class:`MixtureSupervision` — supervised on streamed mixtures with exact counts.
 - ``contrastive``: :class:`ContrastivePretrain` — SimCLR or BYOL pretraining of frontend + backbone.
 - ``finetune``: :class:`Finetune` — supervised training from a pretrained encoder.
 - ``fixmatch``: :class:`FixMatch` — FixMatch / FlexMatch / distribution alignment / count-aware mixing.
@@ -30,6 +31,7 @@ from ersam_ssl.ssl.distill import UNCERTAINTY_POLICIES, Distill, DistillConfig
 from ersam_ssl.ssl.finetune import Finetune, FinetuneConfig
 from ersam_ssl.ssl.fixmatch import AlignToUniform, FixMatch, FixMatchConfig
 from ersam_ssl.ssl.methods import METHODS, datamodule_for, views_of
+from ersam_ssl.ssl.mixture import MixtureSupervision
 
 __all__ = [
     "METHODS",
@@ -46,6 +48,7 @@ __all__ = [
     "FixMatch",
     "FixMatchConfig",
     "KNNProbe",
+    "MixtureSupervision",
     "OptimConfig",
     "SimCLRConfig",
     "SimCLRObjective",

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ersam_ssl.data.datamodule import DataEngine, SAMDataModule
+from ersam_ssl.data.stream import MixtureStreamDataModule
 from ersam_ssl.registry import Registry
 from ersam_ssl.ssl.base import SupervisedCounter
 
@@ -36,7 +37,7 @@ def datamodule_for(
     engine: DataEngine,
     labeled_indices: np.ndarray | None = None,
     **kwargs: Any,
-) -> SAMDataModule:
+) -> SAMDataModule | MixtureStreamDataModule:
     """The :class:`SAMDataModule` serving ``method``'s views from ``engine``.
 
     Example:
@@ -47,7 +48,17 @@ def datamodule_for(
         engine: the shared data engine.
         labeled_indices: override the engine's labeled budget (pool indices).
         **kwargs: passed to :class:`SAMDataModule` (batch sizes, workers).
+
+    A method with ``DATA = "stream"`` (mixture supervision) trains on fresh generated mixtures instead of
+    the pool: it gets a :class:`~ersam_ssl.data.stream.MixtureStreamDataModule` (``batch_size`` and
+    ``num_workers`` apply).
     """
+    if getattr(method, "DATA", "pool") == "stream":
+        if labeled_indices is not None:
+            raise ValueError("a streamed method has no labeled budget (every generated clip is labeled)")
+        return MixtureStreamDataModule(
+            engine, batch_size=kwargs.get("batch_size"), num_workers=kwargs.get("num_workers")
+        )
     labeled, unlabeled = views_of(method)
     return SAMDataModule(
         engine, labeled_views=labeled, unlabeled_views=unlabeled, labeled_indices=labeled_indices, **kwargs

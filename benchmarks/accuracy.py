@@ -1,0 +1,322 @@
+"""Accuracy where users are: mixture-supervised counters on real speech, per test domain, with curves.
+
+Trains a counter on streamed mixtures of the *train* speakers of real corpora (``MixtureSupervision``:
+never-repeating mixtures with exact counts, every clip in a random acoustic domain, half of them
+conversational), then scores snapshots taken during training on mixtures of the speaker-disjoint *test*
+speakers of each corpus, in each test domain:
+
+* ``clean`` (full-band 16 kHz), ``clinical`` (phone microphone + noise + rooms + level, the few-label
+  target domain), ``noisy``, ``reverberant``, ``loud`` (peaks near full scale), ``quiet`` (-30 ... -20 dB)
+  — LibriCount-style overlapped mixtures;
+* ``conversational`` — turn-taking with partial overlap and backchannels, label = distinct speakers active
+  for at least 0.5 s (clean acoustics).
+
+Corpora: ``libri`` (LibriSpeech, e.g. ``librispeech-mini``: 160 adult audiobook readers) and ``ocean``
+(speechocean762, folder layout: 125 non-native speakers, half of them children). The speaker split
+(70/10/15/5 % train/val/test/babble) is drawn once over both corpora for a seed, so every training set of
+a seed is scored on the same test speakers; ``--train libri`` then also measures libri → ocean transfer.
+
+Reported per domain: count MAE, exact-count error, SAM-level error (ambiance levels), ECE; the trivial
+baseline (always answer the median count) is printed beside it. Learning curves: the same figures for
+snapshots at 1/16, 1/8, 1/4, 1/2 and all of the steps, against training minutes and clips seen.
+
+Every finished run writes ``results/accuracy/<run>.json``; a run killed mid-way resumes from its last
+checkpoint with ``--resume`` (the stream restarts at the step it stopped, so the result is the same).
+
+    python benchmarks/accuracy.py --libri DIR --ocean DIR --models default --seeds 0 --steps 6000
+    python benchmarks/accuracy.py --libri DIR --ocean DIR --resume            # continue / add runs
+    python benchmarks/accuracy.py --report                                      # table from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+import ersam_ssl  # noqa: F401  - before torch: passive OpenMP waiting
+from ersam_ssl.data import DataConfig, DataEngine, MixtureConfig, MixtureDataset
+from ersam_ssl.data.sources import CombinedSource
+from ersam_ssl.metrics import evaluate
+from ersam_ssl.models import SAMSpace, build_model, create_model
+from ersam_ssl.ssl import MixtureSupervision, OptimConfig, datamodule_for
+from ersam_ssl.threads import configure_threads
+from ersam_ssl.trainer import TrainerConfig, fit
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "accuracy"
+DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
+CORPORA = {"libri": "librispeech", "ocean": "folder"}
+SNAPSHOTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+
+
+def engine_for(args: argparse.Namespace, seed: int) -> DataEngine:
+    """Both corpora in one speaker pool (split once per seed), 0-10 speakers in 5 s."""
+    roots = {"libri": args.libri, "ocean": args.ocean}
+    present = [c for c in CORPORA if roots[c]]
+    first, rest = present[0], present[1:]
+    cfg = DataConfig(
+        source=CORPORA[first],
+        root=roots[first],
+        extra_sources=tuple(f"{CORPORA[c]}:{roots[c]}" for c in rest),
+        mixture=MixtureConfig(max_speakers=10),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        seed=seed,
+    )
+    return DataEngine(cfg)
+
+
+def corpus_names(engine: DataEngine) -> dict[str, str]:
+    """Corpus tag in speaker names → benchmark corpus name (``librispeech`` → ``libri``, ...)."""
+    src = engine.source
+    tags = src.corpora if isinstance(src, CombinedSource) else [src.name]
+    by_kind = {v: k for k, v in CORPORA.items()}
+    return {t: by_kind[t.rstrip("0123456789")] for t in tags}
+
+
+def speakers_of(engine: DataEngine, split: str, corpus: str) -> list[str]:
+    names = corpus_names(engine)
+    spk = engine.splits[split]
+    if not isinstance(engine.source, CombinedSource):
+        return list(spk)
+    return [s for s in spk if names[CombinedSource.corpus_of(s)] == corpus]
+
+
+def test_sets(engine: DataEngine, corpus: str, per_count: int) -> dict[str, MixtureDataset]:
+    """One rendered set per test domain, on the corpus's test speakers (30 clips per count by default)."""
+    spk = speakers_of(engine, "test", corpus)
+    mix = engine.config.mixture
+    n = per_count * mix.num_classes
+    out = {}
+    for domain in DOMAINS:
+        conv = domain == "conversational"
+        cfg = replace(mix, conversation_prob=1.0 if conv else 0.0)
+        scenario = engine.renderer("clean" if conv else domain)
+        ds = MixtureDataset(engine.bank, spk, n, cfg, seed=engine.config.seed, split=f"test-{domain}",
+                            scenario=scenario)  # fmt: skip
+        out[domain] = ds.precompute()
+    return out
+
+
+def new_model(name: str, num_classes: int, engine: DataEngine, seed: int):
+    torch.manual_seed(seed)
+    if name == "crnn":
+        model = create_model("crnn", num_classes=num_classes)
+        fit_clips = MixtureDataset(engine.bank, engine.splits["train"], 256, engine.config.mixture,
+                                   seed=seed, split="normaliser", scenario=engine.renderer("randomized"))  # fmt: skip
+        model.fit_normalizer(torch.stack([fit_clips[i][0] for i in range(len(fit_clips))]).split(32))
+        return model
+    space = SAMSpace()
+    return build_model({"default": space.default, "largest": space.largest, "smallest": space.smallest}[name](),
+                       num_classes=num_classes)  # fmt: skip
+
+
+class Snapshots(pl.Callback):
+    """Save the model at given steps, with the training time spent so far (kept across resumes)."""
+
+    def __init__(self, steps: list[int], out: Path) -> None:
+        self.steps = sorted(set(steps))
+        self.out = out
+        self.train_s = 0.0
+        self.records: list[dict] = []
+        self._t0: float | None = None
+
+    def state_dict(self) -> dict:
+        return {"train_s": self.train_s, "records": self.records}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train_s = state["train_s"]
+        self.records = state["records"]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._t0 is not None:
+            self.train_s += time.perf_counter() - self._t0
+        step = trainer.global_step
+        if step in self.steps and all(r["step"] != step for r in self.records):
+            path = self.out / f"step{step:06d}.pt"
+            torch.save(pl_module.model.state_dict(), path)
+            self.records.append({"step": step, "train_min": round(self.train_s / 60, 3), "path": str(path)})
+
+
+def run_id(method: str, model: str, train: str, seed: int, steps: int) -> str:
+    return f"{method}-{model}-{train}-s{seed}-{steps}"
+
+
+def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed: int) -> dict:
+    rid = run_id("mixture", model_name, train, seed, args.steps)
+    work = Path(args.work_dir) / rid
+    work.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(seed, workers=True)
+    engine = engine_for(args, seed)
+    corpora = [c for c in CORPORA if getattr(args, c)]
+    train_spk = sorted(s for c in train.split("+") for s in speakers_of(engine, "train", c))
+    model = new_model(model_name, engine.num_classes, engine, seed)
+    module = MixtureSupervision(model, OptimConfig(lr=args.lr, weight_decay=args.weight_decay))
+    dm = datamodule_for(module, engine, batch_size=args.batch_size, num_workers=args.workers)
+    dm.speakers = train_spk
+    marks = [max(1, int(round(f * args.steps))) for f in SNAPSHOTS]
+    snaps = Snapshots(marks, work)
+    tcfg = TrainerConfig(max_steps=args.steps, limit_val_batches=0.0, checkpoint_every_steps=args.checkpoint_every,
+                         progress_bar=args.progress, log_every_steps=50)  # fmt: skip
+    t0 = time.perf_counter()
+    fit(module, dm, tcfg, work, name=rid, callbacks=[snaps])
+    wall = time.perf_counter() - t0
+    sets = {c: test_sets(engine, c, args.eval_per_count) for c in corpora}
+    curve = []
+    for rec in sorted(snaps.records, key=lambda r: r["step"]):
+        model.load_state_dict(torch.load(rec["path"], weights_only=True))
+        scores = {c: {d: _score(model, ds) for d, ds in sets[c].items()} for c in corpora}
+        curve.append({**{k: rec[k] for k in ("step", "train_min")}, "clips_seen": rec["step"] * args.batch_size,
+                      "scores": scores})  # fmt: skip
+        log(
+            f"{rid} step {rec['step']:>6} ({rec['train_min']:.1f} min): "
+            + "  ".join(
+                f"{c}/{d} {s['mae']:.2f}"
+                for c in corpora
+                for d, s in scores[c].items()
+                if d in ("clean", "clinical", "conversational")
+            )
+        )
+    median = {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora}
+    return {
+        "run": rid, "method": "mixture", "model": model_name, "train": train, "seed": seed,
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers,
+        "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
+        "test_speakers": {c: len(speakers_of(engine, "test", c)) for c in corpora},
+        "eval_clips_per_domain": args.eval_per_count * engine.num_classes,
+        "params": sum(p.numel() for p in model.parameters()), "wall_s_this_call": round(wall, 1),
+        "train_min": curve[-1]["train_min"], "final": curve[-1]["scores"], "curve": curve,
+        "median_baseline_mae": median, "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+    }  # fmt: skip
+
+
+def _score(model, ds: MixtureDataset) -> dict:
+    loader = torch.utils.data.DataLoader(ds, batch_size=64)
+    with torch.inference_mode():
+        m = evaluate(model, loader)
+    return {"mae": round(m["mae"], 4), "error_rate": round(m["error_rate"], 4),
+            "level_error": round(1 - m["level_accuracy"], 4), "ece": round(m["ece"], 4)}  # fmt: skip
+
+
+def _median_mae(ds: MixtureDataset) -> float:
+    y = ds.counts()
+    return round(float(np.abs(y - np.median(y)).mean()), 4)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ report
+def load_results(folder: Path = RESULTS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Mean ± std over seeds per (model, train, steps, test corpus, domain)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        for corpus, doms in r["final"].items():
+            for d, s in doms.items():
+                key = (r["method"], r["model"], r["train"], r["steps"], corpus, d)
+                groups.setdefault(key, []).append({**s, "median": r["median_baseline_mae"][corpus][d],
+                                                   "train_min": r["train_min"]})  # fmt: skip
+    rows = []
+    for key, vals in groups.items():
+        row = dict(zip(("method", "model", "train", "steps", "corpus", "domain"), key))
+        row["seeds"] = len(vals)
+        for m in ("mae", "error_rate", "level_error", "ece", "median", "train_min"):
+            v = np.array([x[m] for x in vals], dtype=float)
+            row[m] = (round(float(v.mean()), 4), round(float(v.std()), 4))
+        rows.append(row)
+    return rows
+
+
+def _pm(value: tuple[float, float], pct: bool = False) -> str:
+    """``mean±std`` (as a percentage when ``pct``)."""
+    return f"{100 * value[0]:.1f}±{100 * value[1]:.1f}%" if pct else f"{value[0]:.2f}±{value[1]:.2f}"
+
+
+def print_table(rows: list[dict], file=sys.stdout) -> None:
+    head = f"{'model':8} {'train':11} {'steps':>6} {'min':>5} {'test':6} {'domain':15} {'seeds':>5} " \
+           f"{'MAE':>12} {'error':>13} {'level err':>13} {'median MAE':>10}"  # fmt: skip
+    print(head, file=file)
+    order = lambda r: (r["model"], r["train"], r["steps"], r["corpus"], DOMAINS.index(r["domain"]))  # noqa: E731
+    for r in sorted(rows, key=order):
+        print(f"{r['model']:8} {r['train']:11} {r['steps']:>6} {r['train_min'][0]:5.1f} {r['corpus']:6} "
+              f"{r['domain']:15} {r['seeds']:>5} {_pm(r['mae']):>12} {_pm(r['error_rate'], True):>13} "
+              f"{_pm(r['level_error'], True):>13} {r['median'][0]:10.2f}", file=file)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--libri", default=None, help="LibriSpeech-layout folder (e.g. librispeech-mini)")
+    p.add_argument("--ocean", default=None, help="speechocean762 folder (speaker = sub-folder)")
+    p.add_argument("--models", default="default", help="comma list of default, largest, smallest, crnn")
+    p.add_argument(
+        "--train", default="libri+ocean", help="comma list of training corpora sets, e.g. libri,libri+ocean"
+    )
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-per-count", type=int, default=30)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--work-dir", default=str(HERE / "work" / "accuracy"))
+    p.add_argument("--out-dir", default=str(RESULTS))
+    p.add_argument("--resume", action="store_true", help="skip finished runs, continue a killed one")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--report", action="store_true", help="only print the table of the results folder")
+    a = p.parse_args(argv)
+    out_dir = Path(a.out_dir)
+    if a.report:
+        print_table(summarise(load_results(out_dir)))
+        return
+    if not (a.libri or a.ocean):
+        p.error("give --libri and/or --ocean")
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+    configure_threads(a.threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for seed in (int(s) for s in a.seeds.split(",")):
+        for model in a.models.split(","):
+            for train in a.train.split(","):
+                rid = run_id("mixture", model, train, seed, a.steps)
+                dest = out_dir / f"{rid}.json"
+                if dest.exists():
+                    if a.resume:
+                        log(f"{rid}: done, skipping")
+                        continue
+                    p.error(f"{dest} exists (use --resume to skip finished runs)")
+                if not a.resume and (Path(a.work_dir) / rid).exists():
+                    p.error(f"{Path(a.work_dir) / rid} holds an unfinished run: --resume continues it")
+                result = train_and_score(a, model, train, seed)
+                tmp = dest.with_suffix(".json.part")
+                tmp.write_text(json.dumps(result, indent=1))
+                os.replace(tmp, dest)
+                log(f"wrote {dest}")
+    print_table(summarise(load_results(out_dir)))
+
+
+if __name__ == "__main__":
+    main()

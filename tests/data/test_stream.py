@@ -1,0 +1,99 @@
+"""Conversational mixtures, domain randomization and the streamed mixture-supervision data."""
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ersam_ssl.data import (
+    MixtureDataset,
+    MixtureStreamDataModule,
+    ScenarioRenderer,
+    StreamSampler,
+    get_scenario,
+)
+from ersam_ssl.data.bank import VAD_FRAME
+
+
+def _conversations(engine, n=40, **kw):
+    cfg = replace(engine.config.mixture, conversation_prob=1.0, backchannel_prob=0.5, **kw)
+    return MixtureDataset(engine.bank, engine.splits["train"], n, cfg, seed=3, split="conv")
+
+
+def test_conversation_label_is_the_number_of_speakers_active_long_enough(small_engine):
+    ds = _conversations(small_engine)
+    min_frames = np.ceil(ds.config.min_speech_s * ds.config.sample_rate / VAD_FRAME)
+    backchannels = 0
+    for i in range(len(ds)):
+        m = ds.generate(i)
+        assert m.count == ds.count(i)
+        if m.count == 0:
+            continue
+        assert m.meta["conversation"]
+        talkers = int((m.activity.sum(axis=1) >= min_frames).sum())
+        assert talkers == m.count, (i, m.activity.sum(axis=1))
+        if "backchannel_speaker" in m.meta:  # present in the audio, below the threshold, not counted
+            backchannels += 1
+            assert m.activity.shape[0] == m.count + 1
+            assert m.activity[-1].sum() < min_frames
+            assert m.meta["backchannel_speaker"] not in m.meta["speakers"]
+    assert backchannels > 0
+
+
+def test_conversation_turns_take_turns(small_engine):
+    """In a conversation speakers are silent for part of the window (in a LibriCount mixture they are not)."""
+    ds = _conversations(small_engine, duration=1.0)
+    plain = small_engine.mixtures("train", 40, "clean")
+    share = lambda d: np.mean([d.generate(i).activity.mean() for i in range(1, 40) if i % 4])  # noqa: E731
+    assert share(ds) < 0.8 * share(plain)
+
+
+def test_no_conversation_leaves_items_unchanged(small_engine):
+    a = small_engine.mixtures("train", 8, "clean")
+    cfg = replace(small_engine.config.mixture, conversation_prob=0.0, backchannel_prob=1.0)
+    b = MixtureDataset(small_engine.bank, small_engine.splits["train"], 8, cfg, seed=a.seed, split="train")
+    for i in range(8):
+        np.testing.assert_array_equal(a.generate(i).audio, b.generate(i).audio)
+
+
+def test_randomized_domain_is_seeded_and_varies_every_factor(small_engine):
+    r = ScenarioRenderer(get_scenario("randomized"), seed=0, clip_samples=16000, babble=small_engine.babble)
+    x = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    seen = {"noise": set(), "rir": 0, "mic_band_hz": set(), "level_db": []}
+    for i in range(200):
+        a, ma = r(x, np.random.default_rng([7, i]))
+        b, mb = r(x, np.random.default_rng([7, i]))
+        np.testing.assert_array_equal(a, b)
+        assert ma == mb
+        seen["noise"].add(ma.get("noise"))
+        seen["rir"] += "rir" in ma
+        seen["mic_band_hz"].add(tuple(ma.get("mic_band_hz", ())))
+        seen["level_db"].append(ma["level_db"])
+    assert {"white", "pink", "brown", "babble", None} <= seen["noise"]
+    assert 30 < seen["rir"] < 120
+    assert len(seen["mic_band_hz"]) == 5  # four devices + full band
+    assert min(seen["level_db"]) < -20 and max(seen["level_db"]) > 10
+
+
+def test_stream_never_repeats_and_resumes_where_it_stopped(small_engine):
+    sampler = StreamSampler(64, 8, clock=lambda: 0)
+    keys = list(sampler)
+    assert keys == list(range(64))
+    assert list(StreamSampler(64, 8, clock=lambda: 5)) == keys[40:]
+
+    class _Trainer:
+        max_steps = 8
+        global_step = 0
+
+    dm = MixtureStreamDataModule(small_engine, batch_size=8, num_workers=0)
+    dm.trainer = _Trainer()
+    batches = list(dm.train_dataloader())
+    seen = set()
+    for x, y in batches:
+        assert x.shape == (8, 16000) and y.shape == (8,)
+        for clip in x:
+            seen.add(clip.numpy().tobytes())
+    assert len(seen) == 64  # every clip of the epoch is new
+    _Trainer.global_step = 6
+    x_resumed, _ = next(iter(dm.train_dataloader()))
+    torch.testing.assert_close(x_resumed, batches[6][0])
