@@ -31,6 +31,13 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
         assert key in summary, key
     assert 0 <= summary["error_rate"] <= 1 and summary["labels_used"] == 2 * 4
     assert summary["macs"] > 0 and summary["params"] > 0 and summary["latency_ms"] > 0
+    # scored in every evaluation domain, the searched model and the teacher (the teacher from mixtures)
+    assert (
+        set(summary["domains"])
+        == set(summary["teacher"]["domains"])
+        == {"clinical", "clean", "conversational"}
+    )
+    assert all(0 <= m["mae"] <= 3 for m in summary["domains"].values())
     for f in ("config.yaml", "config.diff.yaml", "evaluate/confusion.png", "nas/pareto.png", "nas/model.onnx",
               "nas/model.int8.onnx", "nas/arch.json", "teacher/model.pt", "pretrain/model.pt",
               "teacher/checkpoints/last.ckpt"):  # fmt: skip
@@ -161,3 +168,15 @@ def test_ddp_on_two_cpu_processes_is_configuration_only(tmp_path):
     assert main(["--config", TINY, f"out_root={tmp_path}", "name=ddp", "--resume"]) == 0
     assert json.loads((out / "teacher" / "result.json").read_text()) == teacher  # not retrained
     assert "error_rate" in json.loads((out / "summary.json").read_text())
+
+
+def test_every_preset_loads_with_its_documented_command_line(tmp_path):
+    """Presets hold only differences; a corpus preset leaves data.root to the command line."""
+    for preset in sorted((ROOT / "recipes" / "configs").glob("*.yaml")):
+        needs_root = "data.root=" in preset.read_text()
+        cfg = load_config(preset, [f"data.root={tmp_path}"] if needs_root else [])
+        assert cfg.pretrain.method == "mixture", preset
+    real = load_config(
+        ROOT / "recipes" / "configs" / "real.yaml", [f"data.root={tmp_path}", "pretrain.steps=5"]
+    )
+    assert real.data.source == "librispeech" and real.pretrain.steps == 5 and real.nas.supernet.steps == 1000

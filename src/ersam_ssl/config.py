@@ -174,17 +174,28 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Build a config: dataclass defaults, then the YAML file's values, then ``key=value`` overrides."""
-    cfg = cls()
+    """Build a config: dataclass defaults, then the YAML file's values, then ``key=value`` overrides.
+
+    File and overrides are merged into one change set first, so a preset may leave a value that its own
+    validation needs to the command line (e.g. a corpus preset without ``data.root``).
+    """
+    changes: dict[str, Any] = {}
     if path is not None:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-        cfg = merge(cfg, data)
+        changes = data
     if overrides:
-        cfg = merge(cfg, parse_overrides(overrides))
-    return cfg
+        changes = _deep_update(changes, parse_overrides(overrides))
+    return merge(cls(), changes) if changes else cls()
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def save(cfg: Any, path: str | Path) -> None:
