@@ -3,14 +3,20 @@
 Stages (each writes ``runs/<name>/<stage>/`` and a ``result.json`` when complete):
 
 1. ``data``     — data engine: corpus, speaker bank, speaker-disjoint splits, clinical pool, label budget.
-2. ``pretrain`` — contrastive pretraining (SimCLR or BYOL) of the teacher's encoder on unlabeled clips.
-3. ``teacher``  — semi-supervised training (FixMatch family) of the teacher (the largest architecture of
-                  the search space) from the pretrained encoder on the few labels + unlabeled clips.
+2. ``pretrain`` — mixture supervision (default): the teacher architecture trained on streamed, never-
+                  repeating mixtures of the train speakers with their exact counts, every clip in a
+                  randomized acoustic domain, half of them conversational; or contrastive pretraining
+                  (SimCLR / BYOL) of the encoder on unlabeled clips.
+3. ``teacher``  — semi-supervised adaptation (FixMatch family) of the teacher (the largest architecture of
+                  the search space) to the few labels + unlabeled clips of the clinical target domain,
+                  starting from the pretrained counter.
 4. ``nas``      — ERSAM: weight-sharing supernet initialised from the teacher, trained with the sandwich
-                  rule and uncertainty-weighted distillation; hardware-aware search under latency/energy
-                  budgets; the chosen subnet fine-tuned and exported to ONNX (fp32 + int8).
+                  rule and uncertainty-weighted distillation on randomized-domain mixtures; hardware-aware
+                  search under latency/energy budgets, the subnet chosen on validation mixtures of every
+                  evaluation domain; the chosen subnet fine-tuned and exported to ONNX (fp32 + int8).
 5. ``evaluate`` — speaker-disjoint test metrics of the teacher and the searched model (PyTorch and ONNX),
-                  cost (MACs, latency, modeled energy), plots and ``summary.json``.
+                  per evaluation domain (clinical, clean, conversational by default), cost (MACs, latency,
+                  modeled energy), plots and ``summary.json``.
 
 ``--resume`` skips completed stages and continues an interrupted stage from its last checkpoint; training
 data order and augmentations are functions of (seed, step), so a resumed run reaches the same result.
@@ -51,17 +57,20 @@ def _ssl():
 
 @dataclass(frozen=True)
 class PretrainStage:
-    """Contrastive pretraining of the teacher encoder (``method="none"`` skips it)."""
+    """Pretraining of the teacher: ``mixture`` supervision (the whole counter, on streamed mixtures with
+    exact counts), ``simclr`` / ``byol`` (the encoder, on unlabeled clips) or ``none``."""
 
-    method: str = "simclr"
-    steps: int = 200
+    method: str = "mixture"
+    steps: int = 600
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     temperature: float = 0.1
 
     def validate(self) -> None:
-        if self.method not in ("simclr", "byol", "none"):
-            raise ValueError(f"pretrain.method={self.method!r}: choose simclr, byol or none")
+        if self.method not in ("mixture", "simclr", "byol", "none"):
+            raise ValueError(f"pretrain.method={self.method!r}: choose mixture, simclr, byol or none")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError("pretrain.steps must be >= 0 and pretrain.batch_size >= 1")
 
 
 @dataclass(frozen=True)
@@ -225,16 +234,23 @@ def stage_pretrain(run: Run) -> dict:
     pl.seed_everything(run.cfg.seed)
     model = build_model(_teacher_arch(run.cfg), num_classes=run.engine.num_classes)
     optim = OptimConfig(lr=p.lr)
-    if p.method == "simclr":
+    if p.method == "mixture":
+        module = ssl.MixtureSupervision(model, optim, run.engine.levels)
+    elif p.method == "simclr":
         module = ssl.ContrastivePretrain.simclr(model, ssl.SimCLRConfig(temperature=p.temperature), optim)
     else:
         module = ssl.ContrastivePretrain.byol(model, ssl.BYOLConfig(), optim)
-    dm = ssl.datamodule_for(module, run.engine, unlabeled_batch_size=p.batch_size)
+    dm = ssl.datamodule_for(module, run.engine, batch_size=p.batch_size, unlabeled_batch_size=p.batch_size)
     t0 = time.perf_counter()
     fit(module, dm, run.trainer_cfg(p.steps), out, name="pretrain")
+    wall = round(time.perf_counter() - t0, 1)
     save_model(module.model, out / "model.pt")
-    return {"model": str(out / "model.pt"), "steps": p.steps, "wall_s": round(time.perf_counter() - t0, 1),
-            "knn_probe": {k: module.val_results.get(k) for k in ("error_rate", "mae")}}  # fmt: skip
+    result = {"model": str(out / "model.pt"), "method": p.method, "steps": p.steps, "wall_s": wall}
+    if p.method == "mixture":  # a whole counter: score it where the later stages are scored
+        result["domains"] = domain_metrics(module.model, run.engine)
+    else:
+        result["knn_probe"] = {k: module.val_results.get(k) for k in ("error_rate", "mae")}
+    return result
 
 
 def stage_teacher(run: Run) -> dict:
@@ -250,7 +266,9 @@ def stage_teacher(run: Run) -> dict:
     model = build_model(_teacher_arch(run.cfg), num_classes=run.engine.num_classes)
     pre = run.done("pretrain")
     if pre and not pre.get("skipped"):
-        load_weights(model, pre["model"], parts=("frontend", "backbone"))
+        # a mixture-supervised counter hands over its count head too (same classes); SSL only the encoder
+        whole = pre.get("method", run.cfg.pretrain.method) == "mixture"
+        load_weights(model, pre["model"], parts=("",) if whole else ("frontend", "backbone"))
     optim = OptimConfig(lr=t.lr)
     if t.method == "fixmatch":
         fm = ssl.FixMatchConfig(threshold=t.threshold, lambda_u=t.lambda_u, flexmatch=t.flexmatch,
@@ -267,7 +285,8 @@ def stage_teacher(run: Run) -> dict:
     trainer.test(module, datamodule=dm, verbose=False)
     save_model(module.model, out / "model.pt")
     return {"model": str(out / "model.pt"), "arch": _teacher_arch(run.cfg), "steps": t.steps,
-            "wall_s": round(wall, 1), "test": module.test_results}  # fmt: skip
+            "wall_s": round(wall, 1), "test": module.test_results,
+            "domains": domain_metrics(module.model, run.engine)}  # fmt: skip
 
 
 def stage_nas(run: Run) -> dict:
@@ -293,6 +312,20 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
     "nas": stage_nas,
     "evaluate": stage_evaluate,
 }
+
+
+def domain_metrics(model, engine: DataEngine) -> dict[str, dict]:
+    """Test metrics of ``model`` in every ``data.eval_domains`` domain (speaker-disjoint test speakers)."""
+    from torch.utils.data import DataLoader
+
+    from ersam_ssl.metrics import evaluate
+
+    keys = ("mae", "error_rate", "level_accuracy", "ece")
+    out = {}
+    for domain, ds in engine.test_domains().items():
+        m = evaluate(model, DataLoader(ds, batch_size=64))
+        out[domain] = {k: round(float(m[k]), 4) for k in keys}
+    return out
 
 
 def evaluate_run(run: Run) -> dict:
@@ -332,6 +365,7 @@ def evaluate_run(run: Run) -> dict:
         "window_s": run.engine.config.mixture.duration,
         "level_accuracy": metrics["level_accuracy"],
         "ece": metrics["ece"],
+        "domains": domain_metrics(model, run.engine),
         "model": final_path,
         "device": profile.name,
     }
@@ -350,6 +384,7 @@ def evaluate_run(run: Run) -> dict:
             summary["onnx_latency_1_thread"] = export["latency_1_thread"]
     if teacher:
         summary["teacher"] = {k: teacher["test"].get(k) for k in ("error_rate", "mae")}
+        summary["teacher"]["domains"] = teacher.get("domains")
     write_json(run.dir / "summary.json", summary, default=_jsonable)
     return {"summary": summary, "metrics": metrics}
 
@@ -457,6 +492,12 @@ def format_summary(summary: dict) -> str:
         ]
     if "labels_used" in summary:
         rows.append(("labels used", str(summary["labels_used"])))
+    for name, domains in (
+        ("", summary.get("domains")),
+        ("teacher ", summary.get("teacher", {}).get("domains")),
+    ):
+        for d, m in (domains or {}).items():
+            rows.append((f"{name}MAE / level error, {d}", f"{m['mae']:.3f} / {1 - m['level_accuracy']:.3f}"))
     if "teacher" in summary:
         t = summary["teacher"]
         rows.append(("teacher error / MAE", f"{t['error_rate']:.3f} / {t['mae']:.3f}"))

@@ -10,12 +10,13 @@ method asks for (labeled, unlabeled, both) with the requested augmentation views
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.bank import SpeakerBank
@@ -27,6 +28,10 @@ from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source, ope
 from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
 
 log = logging.getLogger(__name__)
+
+#: Test domains every accuracy figure is reported on: LibriCount-style overlapped mixtures in each acoustic
+#: scenario, and clean conversational mixtures (turn-taking; label = speakers active >= min_speech_s).
+TEST_DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class DataConfig:
             randomizes every acoustic factor per clip.
         extra_sources: more corpora mixed into the speaker pool, ``"synth"`` or ``"kind:root"`` (e.g.
             ``"folder:/data/speechocean762"``); speakers are then named ``<corpus>/<speaker>``.
+        eval_domains: domains (of :data:`TEST_DOMAINS`) the evaluate stage reports and the search chooses
+            its subnet on (validation mixtures of every domain, ``val_size`` in all).
         precompute_pool: render the pool into memory once (int16, exact) instead of every epoch.
         min_epoch_items: a training epoch repeats a small set (e.g. 10 labels per class) until it holds at
             least this many items, so validation and epoch overhead do not run after every batch.
@@ -77,6 +84,7 @@ class DataConfig:
     train_scenario: str = "randomized"
     train_conversation_prob: float = 0.5
     extra_sources: tuple[str, ...] = ()
+    eval_domains: tuple[str, ...] = ("clinical", "clean", "conversational")
     test_root: str | None = None
     batch_size: int = 32
     unlabeled_batch_size: int = 64
@@ -102,6 +110,9 @@ class DataConfig:
             )
         for name in ("labeled_scenario", "unlabeled_scenario", "test_scenario", "train_scenario"):
             get_scenario(getattr(self, name))
+        bad = [d for d in self.eval_domains if d not in TEST_DOMAINS]
+        if bad or not self.eval_domains:
+            raise ValueError(f"data.eval_domains={list(self.eval_domains)}: choose from {TEST_DOMAINS}")
         for entry in self.subset_splits:
             if ":" not in entry:
                 raise ValueError(f"subset_splits entry {entry!r} must look like 'test-clean:test'")
@@ -201,6 +212,23 @@ class DataEngine:
             scenario=self.renderer(scenario),
         )
 
+    def domain_set(
+        self, split: str, domain: str, size: int, speakers: Sequence[str] | None = None
+    ) -> MixtureDataset:
+        """``size`` mixtures of ``split``'s speakers (or ``speakers``) in one of :data:`TEST_DOMAINS`."""
+        if domain not in TEST_DOMAINS:
+            raise ValueError(f"unknown test domain {domain!r}; choose from {TEST_DOMAINS}")
+        conv = domain == "conversational"
+        return MixtureDataset(
+            self.bank,
+            self.splits[split] if speakers is None else speakers,
+            size,
+            replace(self.config.mixture, conversation_prob=1.0 if conv else 0.0),
+            seed=self.config.seed,
+            split=f"{split}-{domain}",
+            scenario=self.renderer("clean" if conv else domain),
+        )
+
     # -- the datasets of a run -------------------------------------------------------------------
     @cached_property
     def pool(self) -> MixtureDataset:
@@ -230,6 +258,17 @@ class DataEngine:
     @cached_property
     def val(self) -> MixtureDataset:
         return self.mixtures("val", self.config.val_size, self.config.test_scenario)
+
+    @cached_property
+    def selection_val(self) -> Dataset:
+        """Validation mixtures of every ``eval_domain`` (rendered once): what a subnet is chosen on."""
+        doms = self.config.eval_domains
+        size = max(self.num_classes, self.config.val_size // len(doms))
+        return ConcatDataset([self.domain_set("val", d, size).precompute() for d in doms])
+
+    def test_domains(self) -> dict[str, MixtureDataset]:
+        """Test mixtures (``test_size`` each) of every ``eval_domain``, on the test speakers."""
+        return {d: self.domain_set("test", d, self.config.test_size) for d in self.config.eval_domains}
 
     @cached_property
     def test(self) -> Dataset:

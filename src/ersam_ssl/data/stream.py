@@ -55,6 +55,21 @@ def stream_dataset(
     )
 
 
+class _Named(Dataset):
+    """``(x, y)`` items as ``{"x", "y"}`` dicts (``"y_hidden"`` for an unlabeled stream)."""
+
+    def __init__(self, base: Dataset, hide_label: bool = False) -> None:
+        self.base = base
+        self.label_key = "y_hidden" if hide_label else "y"
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        x, y = self.base[i]
+        return {"x": x, self.label_key: y}
+
+
 class MixtureStreamDataModule(pl.LightningDataModule):
     """Train on ``max_steps x batch_size`` fresh mixtures; validate and test on the engine's sets.
 
@@ -64,6 +79,9 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers rendering mixtures (default ``engine.config.num_workers``).
         speakers: train speakers (default the engine's train split).
         val: validation set (default ``engine.val``).
+        unlabeled_batch_size: also serve an unlabeled stream (other clips, label hidden): batches are then
+            ``{"labeled": {"x", "y"}, "unlabeled": {"x", "y_hidden"}}``, the shape distillation and
+            supernet training read.
     """
 
     def __init__(
@@ -73,6 +91,7 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         num_workers: int | None = None,
         speakers: Sequence[str] | None = None,
         val: Dataset | None = None,
+        unlabeled_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -80,26 +99,39 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         self.num_workers = engine.config.num_workers if num_workers is None else num_workers
         self.speakers = speakers
         self._val = val
+        self.unlabeled_batch_size = unlabeled_batch_size
 
     def _clock(self) -> int:
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_step) if trainer is not None else 0
 
-    def train_dataloader(self) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        steps = trainer.max_steps if trainer is not None else -1
-        if steps is None or steps <= 0:
-            raise ValueError("a mixture stream needs trainer max_steps > 0 (its length is steps x batch)")
-        ds = stream_dataset(self.engine, steps * self.batch_size, self.speakers)
+    def _stream_loader(self, steps: int, batch_size: int, stream: str, named: str | None) -> DataLoader:
+        ds: Dataset = stream_dataset(self.engine, steps * batch_size, self.speakers, stream=stream)
+        if named is not None:
+            ds = _Named(ds, hide_label=named == "unlabeled")
         return DataLoader(
             ds,
-            batch_size=self.batch_size,
-            sampler=StreamSampler(len(ds), self.batch_size, self._clock),
+            batch_size=batch_size,
+            sampler=StreamSampler(len(ds), batch_size, self._clock),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
+
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        trainer = getattr(self, "trainer", None)
+        steps = trainer.max_steps if trainer is not None else -1
+        if steps is None or steps <= 0:
+            raise ValueError("a mixture stream needs trainer max_steps > 0 (its length is steps x batch)")
+        if not self.unlabeled_batch_size:
+            return self._stream_loader(steps, self.batch_size, "stream", None)
+        return {
+            "labeled": self._stream_loader(steps, self.batch_size, "stream", "labeled"),
+            "unlabeled": self._stream_loader(
+                steps, self.unlabeled_batch_size, "stream-unlabeled", "unlabeled"
+            ),
+        }
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         if isinstance(ds, MixtureDataset):

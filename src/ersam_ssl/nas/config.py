@@ -54,7 +54,10 @@ class SupernetConfig:
             external teacher (``SearchConfig.teacher``), weighted by the teacher's entropy (ERSAM) or not.
         lr / weight_decay / warmup_frac: AdamW with linear warm-up and cosine decay.
         batch_size / unlabeled_batch_size: clips per step (0: the data config's sizes).
-        labeled_view / unlabeled_view: augmentation views of the two loaders.
+        labeled_view / unlabeled_view: augmentation views of the two loaders (``data="pool"``).
+        data: ``"stream"`` trains (and fine-tunes the chosen member) on fresh randomized-domain mixtures
+            with exact counts (:mod:`ersam_ssl.data.stream`), so the searched model keeps the teacher's
+            robustness across domains; ``"pool"`` on the few-label pool (labeled + unlabeled clinical clips).
         val_every_steps: validate the largest member every N steps (0: at the end only).
         calib_batches: recent training batches used to recalibrate BatchNorm before validation.
     """
@@ -74,6 +77,7 @@ class SupernetConfig:
     unlabeled_batch_size: int = 32
     labeled_view: str = "weak"
     unlabeled_view: str = "identity"
+    data: str = "stream"
     val_every_steps: int = 0
     calib_batches: int = 4
 
@@ -307,3 +311,5 @@ class SearchConfig:
         self.export.validate()
         if self.supernet.uncertainty not in ("entropy", "none"):
             raise ValueError(f"supernet.uncertainty={self.supernet.uncertainty!r}: choose entropy or none")
+        if self.supernet.data not in ("stream", "pool"):
+            raise ValueError(f"supernet.data={self.supernet.data!r}: choose stream or pool")

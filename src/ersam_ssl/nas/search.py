@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ersam_ssl import config as config_io
 from ersam_ssl.checkpoint import load_model, save_model
-from ersam_ssl.data import DataEngine, SAMDataModule, ViewDataset
+from ersam_ssl.data import DataEngine, MixtureStreamDataModule, SAMDataModule, ViewDataset, stream_dataset
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.fileio import write_json
 from ersam_ssl.hw import CostModel, LatencyLUT, arch_key, count_macs, report_energy
@@ -647,13 +647,22 @@ def train_supernet(
     sc = cfg.supernet
     if sc.steps <= 0:
         return supernet.eval()
-    datamodule = SAMDataModule(
-        engine,
-        labeled_views={"x": sc.labeled_view},
-        unlabeled_views={"x": sc.unlabeled_view},
-        batch_size=sc.batch_size or None,
-        unlabeled_batch_size=sc.unlabeled_batch_size or None,
-    )
+    datamodule: SAMDataModule | MixtureStreamDataModule
+    if sc.data == "stream":
+        datamodule = MixtureStreamDataModule(
+            engine,
+            batch_size=sc.batch_size or None,
+            unlabeled_batch_size=sc.unlabeled_batch_size or engine.config.unlabeled_batch_size,
+            val=engine.selection_val,
+        )
+    else:
+        datamodule = SAMDataModule(
+            engine,
+            labeled_views={"x": sc.labeled_view},
+            unlabeled_views={"x": sc.unlabeled_view},
+            batch_size=sc.batch_size or None,
+            unlabeled_batch_size=sc.unlabeled_batch_size or None,
+        )
     module = SupernetModule(
         supernet,
         OptimConfig(lr=sc.lr, weight_decay=sc.weight_decay, warmup_frac=sc.warmup_frac),
@@ -687,7 +696,10 @@ def finetune_member(
         return model, {**info, "kept": False}
     candidate = copy.deepcopy(model).train()
     module = SupervisedCounter(candidate, OptimConfig(lr=f.lr, weight_decay=f.weight_decay), engine.levels)
-    datamodule = SAMDataModule(engine, labeled_views={"x": cfg.supernet.labeled_view})
+    if cfg.supernet.data == "stream":
+        datamodule: Any = MixtureStreamDataModule(engine, batch_size=cfg.supernet.batch_size or None)
+    else:
+        datamodule = SAMDataModule(engine, labeled_views={"x": cfg.supernet.labeled_view})
     trainer_cfg = dataclasses.replace(cfg.trainer, max_steps=f.steps, max_epochs=-1, limit_val_batches=0.0)
     fit(module, datamodule, trainer_cfg, out_dir, name="finetune")
     candidate.eval()
@@ -772,16 +784,14 @@ def run_search(cfg: SearchConfig, engine: DataEngine | None = None) -> dict:
     start = time.perf_counter()
     s = cfg.search
     frontend = supernet.frontend
-    calibration = [
-        f
-        for f, _ in feature_batches(
-            frontend,
-            engine.pool,
-            calibration_indices(engine, s.calib_batches * s.calib_batch_size, cfg.seed),
-            s.calib_batch_size,
-        )
-    ]
-    validation = feature_batches(frontend, engine.val)
+    n_calib = s.calib_batches * s.calib_batch_size
+    if cfg.supernet.data == "stream":  # BatchNorm statistics of the domains the members were trained on
+        calib_set: Any = stream_dataset(engine, n_calib, stream="calibration")
+        calib_idx = None
+    else:
+        calib_set, calib_idx = engine.pool, calibration_indices(engine, n_calib, cfg.seed)
+    calibration = [f for f, _ in feature_batches(frontend, calib_set, calib_idx, s.calib_batch_size)]
+    validation = feature_batches(frontend, engine.selection_val)
     cost_model = make_cost_model(cfg, engine.num_classes)
     if s.strategy == "proxyless":
         labeled = feature_batches(frontend, engine.pool, engine.budget[0])
