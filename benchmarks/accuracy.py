@@ -20,11 +20,19 @@ Reported per domain: count MAE, exact-count error, SAM-level error (ambiance lev
 baseline (always answer the median count) is printed beside it. Learning curves: the same figures for
 snapshots at 1/16, 1/8, 1/4, 1/2 and all of the steps, against training minutes and clips seen.
 
+``--adapt`` compares, on top of a finished mixture-supervised run (the *source* model), what ten labeled
+clips per count of the clinical target domain (train speakers) plus unlabeled clinical clips buy:
+``few-only`` (the few labels, from scratch) · ``source-only`` (no target label) · ``source+finetune`` ·
+``source+fixmatch`` (few labels + unlabeled target clips) · ``source+all-labels`` (every pool clip labeled,
+the reference). Same test sets, same steps for every trained method.
+
 Every finished run writes ``results/accuracy/<run>.json``; a run killed mid-way resumes from its last
 checkpoint with ``--resume`` (the stream restarts at the step it stopped, so the result is the same).
 
     python benchmarks/accuracy.py --libri DIR --ocean DIR --models default --seeds 0 --steps 6000
     python benchmarks/accuracy.py --libri DIR --ocean DIR --resume            # continue / add runs
+    python benchmarks/accuracy.py --libri DIR --ocean DIR --adapt --seeds 0 --steps 4000 --adapt-steps 400
+    python benchmarks/accuracy.py --libri DIR --ocean DIR --eval-model runs/default/nas/model.pt --name embedded
     python benchmarks/accuracy.py --report                                      # table from the JSON
 """
 
@@ -37,8 +45,8 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -46,6 +54,7 @@ import torch
 
 import ersam_ssl  # noqa: F401  - before torch: passive OpenMP waiting
 from ersam_ssl.data import DataConfig, DataEngine, MixtureConfig, MixtureDataset
+from ersam_ssl.data.datamodule import TEST_DOMAINS
 from ersam_ssl.data.sources import CombinedSource
 from ersam_ssl.metrics import evaluate
 from ersam_ssl.models import SAMSpace, build_model, create_model
@@ -55,12 +64,12 @@ from ersam_ssl.trainer import TrainerConfig, fit
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accuracy"
-DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
+DOMAINS = TEST_DOMAINS
 CORPORA = {"libri": "librispeech", "ocean": "folder"}
 SNAPSHOTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
 
-def engine_for(args: argparse.Namespace, seed: int) -> DataEngine:
+def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) -> DataEngine:
     """Both corpora in one speaker pool (split once per seed), 0-10 speakers in 5 s."""
     roots = {"libri": args.libri, "ocean": args.ocean}
     present = [c for c in CORPORA if roots[c]]
@@ -72,6 +81,7 @@ def engine_for(args: argparse.Namespace, seed: int) -> DataEngine:
         mixture=MixtureConfig(max_speakers=10),
         batch_size=args.batch_size,
         num_workers=args.workers,
+        labels_per_class=labels_per_class,
         seed=seed,
     )
     return DataEngine(cfg)
@@ -96,17 +106,8 @@ def speakers_of(engine: DataEngine, split: str, corpus: str) -> list[str]:
 def test_sets(engine: DataEngine, corpus: str, per_count: int) -> dict[str, MixtureDataset]:
     """One rendered set per test domain, on the corpus's test speakers (30 clips per count by default)."""
     spk = speakers_of(engine, "test", corpus)
-    mix = engine.config.mixture
-    n = per_count * mix.num_classes
-    out = {}
-    for domain in DOMAINS:
-        conv = domain == "conversational"
-        cfg = replace(mix, conversation_prob=1.0 if conv else 0.0)
-        scenario = engine.renderer("clean" if conv else domain)
-        ds = MixtureDataset(engine.bank, spk, n, cfg, seed=engine.config.seed, split=f"test-{domain}",
-                            scenario=scenario)  # fmt: skip
-        out[domain] = ds.precompute()
-    return out
+    n = per_count * engine.num_classes
+    return {d: engine.domain_set("test", d, n, speakers=spk).precompute() for d in DOMAINS}
 
 
 def new_model(name: str, num_classes: int, engine: DataEngine, seed: int):
@@ -117,9 +118,10 @@ def new_model(name: str, num_classes: int, engine: DataEngine, seed: int):
                                    seed=seed, split="normaliser", scenario=engine.renderer("randomized"))  # fmt: skip
         model.fit_normalizer(torch.stack([fit_clips[i][0] for i in range(len(fit_clips))]).split(32))
         return model
+    member, _, head = name.partition("@")  # e.g. "default@ordinal": another count head
     space = SAMSpace()
-    return build_model({"default": space.default, "largest": space.largest, "smallest": space.smallest}[name](),
-                       num_classes=num_classes)  # fmt: skip
+    arch = {"default": space.default, "largest": space.largest, "smallest": space.smallest}[member]()
+    return build_model(arch, num_classes=num_classes, head=head or "classify")
 
 
 class Snapshots(pl.Callback):
@@ -205,6 +207,76 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     }  # fmt: skip
 
 
+ADAPT_METHODS = ("few-only", "source-only", "source+finetune", "source+fixmatch", "source+all-labels")
+
+
+def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, method: str) -> dict:
+    """Few target labels on top of the source run ``mixture-<model>-<train>-s<seed>-<steps>``."""
+    from ersam_ssl.ssl import METHODS, FixMatch, FixMatchConfig
+
+    source_id = run_id("mixture", model_name, train, seed, args.steps)
+    source = Path(args.work_dir) / source_id / f"step{args.steps:06d}.pt"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: run the source model first (same --steps, --models, --train)")
+    rid = f"adapt-{method}-{model_name}-{train}-s{seed}-{args.adapt_steps}"
+    work = Path(args.work_dir) / rid
+    work.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(seed, workers=True)
+    engine = engine_for(args, seed, labels_per_class=args.labels_per_class)
+    corpora = [c for c in CORPORA if getattr(args, c)]
+    model = new_model(model_name, engine.num_classes, engine, seed)
+    if method != "few-only":
+        model.load_state_dict(torch.load(source, weights_only=True))
+    wall = 0.0
+    if method != "source-only":
+        lr = args.lr if method == "few-only" else args.adapt_lr
+        optim = OptimConfig(lr=lr, weight_decay=args.weight_decay)
+        labeled = np.arange(len(engine.pool)) if method == "source+all-labels" else None
+        if method == "source+fixmatch":
+            module: Any = FixMatch(model, optim, FixMatchConfig(threshold=args.threshold))
+            dm = datamodule_for(module, engine, batch_size=16, unlabeled_batch_size=32)
+        else:
+            module = METHODS.get("supervised" if method == "few-only" else "finetune")(model, optim)
+            dm = datamodule_for(module, engine, labeled_indices=labeled, batch_size=args.batch_size)
+        tcfg = TrainerConfig(max_steps=args.adapt_steps, limit_val_batches=0.0, progress_bar=args.progress,
+                             log_every_steps=50)  # fmt: skip
+        t0 = time.perf_counter()
+        fit(module, dm, tcfg, work, name=rid)
+        wall = time.perf_counter() - t0
+    sets = {c: test_sets(engine, c, args.eval_per_count) for c in corpora}
+    scores = {c: {d: _score(model, ds) for d, ds in sets[c].items()} for c in corpora}
+    log(f"{rid}: " + "  ".join(f"{c}/{d} {s['mae']:.2f}" for c in corpora for d, s in scores[c].items()))
+    lab, _ = engine.budget
+    return {
+        "run": rid, "method": method, "model": model_name, "train": train, "seed": seed,
+        "source": source_id, "steps": args.adapt_steps, "labels": int(len(engine.pool)) if method ==
+        "source+all-labels" else (0 if method == "source-only" else int(lab.size)),
+        "target_domain": engine.config.labeled_scenario, "wall_s_this_call": round(wall, 1),
+        "train_min": round(wall / 60, 3), "final": scores,
+        "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
+        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+    }  # fmt: skip
+
+
+def score_model_file(args: argparse.Namespace, seed: int) -> dict:
+    """Score a trained counter file (e.g. a pipeline's ``nas/model.pt``) on the same test sets."""
+    from ersam_ssl.checkpoint import load_model
+
+    engine = engine_for(args, seed)
+    corpora = [c for c in CORPORA if getattr(args, c)]
+    model = load_model(args.eval_model).eval()
+    sets = {c: test_sets(engine, c, args.eval_per_count) for c in corpora}
+    scores = {c: {d: _score(model, ds) for d, ds in sets[c].items()} for c in corpora}
+    rid = f"eval-{args.name}-s{seed}"
+    log(f"{rid}: " + "  ".join(f"{c}/{d} {s['mae']:.2f}" for c in corpora for d, s in scores[c].items()))
+    return {
+        "run": rid, "method": f"eval:{args.name}", "model": Path(args.eval_model).name, "train": "-",
+        "seed": seed, "steps": 0, "model_file": str(args.eval_model), "train_min": 0.0, "final": scores,
+        "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
+        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+    }  # fmt: skip
+
+
 def _score(model, ds: MixtureDataset) -> dict:
     loader = torch.utils.data.DataLoader(ds, batch_size=64)
     with torch.inference_mode():
@@ -253,12 +325,13 @@ def _pm(value: tuple[float, float], pct: bool = False) -> str:
 
 
 def print_table(rows: list[dict], file=sys.stdout) -> None:
-    head = f"{'model':8} {'train':11} {'steps':>6} {'min':>5} {'test':6} {'domain':15} {'seeds':>5} " \
-           f"{'MAE':>12} {'error':>13} {'level err':>13} {'median MAE':>10}"  # fmt: skip
+    head = f"{'method':17} {'model':8} {'train':11} {'steps':>6} {'min':>5} {'test':6} {'domain':15} " \
+           f"{'seeds':>5} {'MAE':>12} {'error':>13} {'level err':>13} {'median MAE':>10}"  # fmt: skip
     print(head, file=file)
-    order = lambda r: (r["model"], r["train"], r["steps"], r["corpus"], DOMAINS.index(r["domain"]))  # noqa: E731
+    order = lambda r: (r["model"], r["train"], r["method"] != "mixture", r["method"], r["steps"], r["corpus"],  # noqa: E731
+                       DOMAINS.index(r["domain"]))  # fmt: skip
     for r in sorted(rows, key=order):
-        print(f"{r['model']:8} {r['train']:11} {r['steps']:>6} {r['train_min'][0]:5.1f} {r['corpus']:6} "
+        print(f"{r['method']:17} {r['model']:8} {r['train']:11} {r['steps']:>6} {r['train_min'][0]:5.1f} {r['corpus']:6} "
               f"{r['domain']:15} {r['seeds']:>5} {_pm(r['mae']):>12} {_pm(r['error_rate'], True):>13} "
               f"{_pm(r['level_error'], True):>13} {r['median'][0]:10.2f}", file=file)  # fmt: skip
 
@@ -267,7 +340,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--libri", default=None, help="LibriSpeech-layout folder (e.g. librispeech-mini)")
     p.add_argument("--ocean", default=None, help="speechocean762 folder (speaker = sub-folder)")
-    p.add_argument("--models", default="default", help="comma list of default, largest, smallest, crnn")
+    p.add_argument("--models", default="default",
+                   help="comma list of default, largest, smallest, crnn; MEMBER@HEAD for another count head "
+                        "(default@ordinal, default@poisson)")  # fmt: skip
     p.add_argument(
         "--train", default="libri+ocean", help="comma list of training corpora sets, e.g. libri,libri+ocean"
     )
@@ -285,6 +360,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true", help="skip finished runs, continue a killed one")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--report", action="store_true", help="only print the table of the results folder")
+    p.add_argument("--adapt", action="store_true", help="few target labels on top of finished source runs")
+    p.add_argument("--adapt-methods", default=",".join(ADAPT_METHODS))
+    p.add_argument("--adapt-steps", type=int, default=400)
+    p.add_argument("--adapt-lr", type=float, default=1e-3)
+    p.add_argument("--labels-per-class", type=int, default=10)
+    p.add_argument("--threshold", type=float, default=0.95, help="FixMatch confidence threshold")
+    p.add_argument("--eval-model", default=None, help="only score this model file (with --name)")
+    p.add_argument("--name", default=None, help="name of the --eval-model row")
     a = p.parse_args(argv)
     out_dir = Path(a.out_dir)
     if a.report:
@@ -292,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (a.libri or a.ocean):
         p.error("give --libri and/or --ocean")
+    if a.eval_model and not a.name:
+        p.error("--eval-model needs --name")
+    if a.eval_model:
+        a.models, a.train = "-", "-"  # one scoring job per seed
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -301,20 +388,33 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         for model in a.models.split(","):
             for train in a.train.split(","):
-                rid = run_id("mixture", model, train, seed, a.steps)
-                dest = out_dir / f"{rid}.json"
-                if dest.exists():
-                    if a.resume:
-                        log(f"{rid}: done, skipping")
-                        continue
-                    p.error(f"{dest} exists (use --resume to skip finished runs)")
-                if not a.resume and (Path(a.work_dir) / rid).exists():
-                    p.error(f"{Path(a.work_dir) / rid} holds an unfinished run: --resume continues it")
-                result = train_and_score(a, model, train, seed)
-                tmp = dest.with_suffix(".json.part")
-                tmp.write_text(json.dumps(result, indent=1))
-                os.replace(tmp, dest)
-                log(f"wrote {dest}")
+                jobs = [(run_id("mixture", model, train, seed, a.steps), None)]
+                if a.eval_model:
+                    jobs = [(f"eval-{a.name}-s{seed}", "eval")]
+                elif a.adapt:
+                    jobs = [
+                        (f"adapt-{m}-{model}-{train}-s{seed}-{a.adapt_steps}", m)
+                        for m in a.adapt_methods.split(",")
+                    ]
+                for rid, method in jobs:
+                    dest = out_dir / f"{rid}.json"
+                    if dest.exists():
+                        if a.resume:
+                            log(f"{rid}: done, skipping")
+                            continue
+                        p.error(f"{dest} exists (use --resume to skip finished runs)")
+                    if not a.resume and (Path(a.work_dir) / rid).exists():
+                        p.error(f"{Path(a.work_dir) / rid} holds an unfinished run: --resume continues it")
+                    if method is None:
+                        result = train_and_score(a, model, train, seed)
+                    elif method == "eval":
+                        result = score_model_file(a, seed)
+                    else:
+                        result = adapt(a, model, train, seed, method)
+                    tmp = dest.with_suffix(".json.part")
+                    tmp.write_text(json.dumps(result, indent=1))
+                    os.replace(tmp, dest)
+                    log(f"wrote {dest}")
     print_table(summarise(load_results(out_dir)))
 
 
