@@ -49,3 +49,12 @@ def test_readme_library_example_imports_and_calls_exist():
             and node.value.id in namespace
         ):
             assert hasattr(namespace[node.value.id], node.attr), f"{node.value.id}.{node.attr}"
+
+
+def test_readme_results_tables_match_the_committed_benchmark_json():
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "readme_table.py"
+    r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,128 @@
+"""Render the README's measured-results tables from the benchmarks' committed JSON (never by hand).
+
+    python benchmarks/readme_table.py            # rewrite the block between the README's markers
+    python benchmarks/readme_table.py --check    # exit 1 if the README is out of date (run by the tests)
+
+Sources: ``benchmarks/results/accuracy/*.json`` (``benchmarks/accuracy.py``) and
+``benchmarks/results/cpu_sharing.json`` (``benchmarks/cpu_sharing.py``); each table names the command
+that reproduces it and the date of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+BEGIN, END = "<!-- results:begin (benchmarks/readme_table.py) -->", "<!-- results:end -->"
+DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
+SHORT = {"reverberant": "reverb", "conversational": "conv."}
+
+
+def _mean_std(values: list[float]) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.2f}" if v.size == 1 else f"{v.mean():.2f}±{v.std():.2f}"
+
+
+def accuracy_tables(folder: Path) -> str:
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    if not runs:
+        return ""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["method"], r["model"], r["train"], r["steps"])].append(r)
+    head = (
+        "| method | model | trained on | steps | test speakers | seeds | train min | "
+        + " | ".join(f"MAE {SHORT.get(d, d)}" for d in DOMAINS)
+        + " | level err. clean / clinical / conv. | median-guess MAE |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    order = {"mixture": 0, "few-only": 1, "source-only": 2, "source+finetune": 3, "source+fixmatch": 4}
+    for key in sorted(groups, key=lambda k: (k[1], k[2], order.get(k[0], 9), k[0], k[3])):
+        rs = groups[key]
+        method, model, train, steps = key
+        for corpus in rs[0]["final"]:
+            maes = [_mean_std([r["final"][corpus][d]["mae"] for r in rs]) if d in rs[0]["final"][corpus] else "–"
+                    for d in DOMAINS]  # fmt: skip
+            lev = " / ".join(
+                f"{100 * np.mean([r['final'][corpus][d]['level_error'] for r in rs]):.0f} %"
+                for d in ("clean", "clinical", "conversational")
+            )
+            median = np.mean([r["median_baseline_mae"][corpus]["clean"] for r in rs])
+            mins = np.mean([r.get("train_min", 0.0) for r in rs])
+            lines.append(f"| {method} | {model} | {train} | {steps} | {corpus} | {len(rs)} | {mins:.1f} | "
+                         + " | ".join(maes) + f" | {lev} | {median:.2f} |")  # fmt: skip
+    dates = sorted({r["date"] for r in runs})
+    cmds = sorted({r["command"] for r in runs})
+    return "\n".join(
+        [
+            "**Accuracy on speakers never heard in training** (`benchmarks/accuracy.py`; per test domain, "
+            "mixtures of 0–10 speakers in 5 s, count MAE, mean±std over seeds; runs of "
+            f"{dates[0]}{'…' + dates[-1] if len(dates) > 1 else ''}). Reproduce with:",
+            "",
+            *[f"    {c}" for c in cmds],
+            "",
+            *lines,
+        ]
+    )
+
+
+def cpu_sharing_table(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    data = json.loads(path.read_text())
+    lines = [
+        "| OpenMP wait | threads | step | alone s | beside a busy process s | slow-down |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(f"| {r['policy']} | {r['threads']} | {r['method']} | {r['alone_s']:.3f} | {r['shared_s']:.3f} | "
+                     f"{r['slowdown']:.2f}× |")  # fmt: skip
+    return "\n".join(
+        [
+            f"**Training step alone vs beside a busy process** (`{data['command']}`, {data['date']}):",
+            "",
+            *lines,
+        ]
+    )
+
+
+def render() -> str:
+    parts = [
+        accuracy_tables(HERE / "results" / "accuracy"),
+        cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
+    ]
+    return "\n\n".join(p for p in parts if p)
+
+
+def updated_readme(text: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md lacks the markers {BEGIN} ... {END}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{render()}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true")
+    a = p.parse_args(argv)
+    text = README.read_text()
+    new = updated_readme(text)
+    if a.check:
+        if new != text:
+            print("README.md results are out of date: run python benchmarks/readme_table.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
