@@ -38,6 +38,9 @@ checkpoint with ``--resume`` (the stream restarts at the step it stopped, so the
 
 from __future__ import annotations
 
+import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
+
+# isort: split
 import argparse
 import json
 import logging
@@ -52,7 +55,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-import ersam_ssl  # noqa: F401  - before torch: passive OpenMP waiting
 from ersam_ssl.data import DataConfig, DataEngine, MixtureConfig, MixtureDataset
 from ersam_ssl.data.datamodule import TEST_DOMAINS
 from ersam_ssl.data.sources import CombinedSource
