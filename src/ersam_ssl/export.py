@@ -309,16 +309,22 @@ def attach_onnx_config(path: str | Path, model_or_config: torch.nn.Module | dict
     so :class:`ersam_ssl.analysis.OnnxCounter` can rebuild the count head. :func:`export_onnx` does this for
     every model with a ``config()``; call it for other exports. Rewrites ``path`` atomically and returns
     it."""
+    config = model_or_config if isinstance(model_or_config, dict) else model_or_config.config()
+    return write_onnx_metadata(path, {ONNX_CONFIG_KEY: json.dumps(config)})
+
+
+def write_onnx_metadata(path: str | Path, entries: Mapping[str, str]) -> Path:
+    """Set (or replace) string metadata entries of an ONNX file, atomically; returns ``path``."""
     import onnx
 
-    config = model_or_config if isinstance(model_or_config, dict) else model_or_config.config()
     path = Path(path)
     proto = onnx.load(str(path))
     for i in reversed(range(len(proto.metadata_props))):
-        if proto.metadata_props[i].key == ONNX_CONFIG_KEY:
+        if proto.metadata_props[i].key in entries:
             del proto.metadata_props[i]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(config)
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
