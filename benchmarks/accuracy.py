@@ -67,19 +67,23 @@ from ersam_ssl.trainer import TrainerConfig, fit
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accuracy"
 DOMAINS = TEST_DOMAINS
-CORPORA = {"libri": "librispeech", "ocean": "folder"}
+CORPORA = {"libri": "librispeech", "ocean": "folder", "synth": "synth"}
 SNAPSHOTS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
 
 def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) -> DataEngine:
-    """Both corpora in one speaker pool (split once per seed), 0-10 speakers in 5 s."""
-    roots = {"libri": args.libri, "ocean": args.ocean}
+    """The corpora in one speaker pool (split once per seed), 0-10 speakers in 5 s.
+
+    ``--synth`` adds the embedded synthesized corpus (120 espeak-ng voices) to the pool: the split then
+    differs from a run without it, so compare such runs only with each other.
+    """
+    roots = {"libri": args.libri, "ocean": args.ocean, "synth": args.synth}
     present = [c for c in CORPORA if roots[c]]
     first, rest = present[0], present[1:]
     cfg = DataConfig(
         source=CORPORA[first],
-        root=roots[first],
-        extra_sources=tuple(f"{CORPORA[c]}:{roots[c]}" for c in rest),
+        root=roots[first] if first != "synth" else None,
+        extra_sources=tuple(f"{CORPORA[c]}:{roots[c]}" if c != "synth" else "synth" for c in rest),
         mixture=MixtureConfig(max_speakers=10),
         batch_size=args.batch_size,
         num_workers=args.workers,
@@ -342,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--libri", default=None, help="LibriSpeech-layout folder (e.g. librispeech-mini)")
     p.add_argument("--ocean", default=None, help="speechocean762 folder (speaker = sub-folder)")
+    p.add_argument("--synth", action="store_true", help="add the embedded synthesized corpus to the pool")
     p.add_argument("--models", default="default",
                    help="comma list of default, largest, smallest, crnn; MEMBER@HEAD for another count head "
                         "(default@ordinal, default@poisson)")  # fmt: skip
@@ -375,8 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.report:
         print_table(summarise(load_results(out_dir)))
         return
-    if not (a.libri or a.ocean):
-        p.error("give --libri and/or --ocean")
+    if not (a.libri or a.ocean or a.synth):
+        p.error("give --libri, --ocean and/or --synth")
     if a.eval_model and not a.name:
         p.error("--eval-model needs --name")
     if a.eval_model:
