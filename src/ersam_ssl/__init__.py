@@ -13,4 +13,16 @@ set_passive_wait()
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "pretrained"]
+
+
+def pretrained(threads: int = 1):
+    """The speaker counter shipped with the package, ready for analysis (see ``ersam_ssl.bundled``).
+
+    Example:
+        >>> counter = ersam_ssl.pretrained()
+        >>> counts, confidence = counter(windows)   # windows: float32 [N, 80000] at 16 kHz
+    """
+    from ersam_ssl.bundled import pretrained as _pretrained
+
+    return _pretrained(threads)
