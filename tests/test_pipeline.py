@@ -180,3 +180,24 @@ def test_every_preset_loads_with_its_documented_command_line(tmp_path):
         ROOT / "recipes" / "configs" / "real.yaml", [f"data.root={tmp_path}", "pretrain.steps=5"]
     )
     assert real.data.source == "librispeech" and real.pretrain.steps == 5 and real.nas.supernet.steps == 1000
+
+
+def test_default_teacher_is_the_mixture_supervised_counter(tmp_path):
+    args = [
+        "--config",
+        TINY,
+        f"out_root={tmp_path}",
+        "name=t",
+        "--stages",
+        "data,pretrain,teacher",
+        "teacher.method=none",
+    ]
+    assert main(args) == 0
+    teacher = json.loads((tmp_path / "t" / "teacher" / "result.json").read_text())
+    assert teacher["steps"] == 0 and set(teacher["domains"]) == {"clinical", "clean", "conversational"}
+    a = torch.load(tmp_path / "t" / "pretrain" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "t" / "teacher" / "model.pt", weights_only=True)
+    sa, sb = a.get("state_dict", a), b.get("state_dict", b)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    with pytest.raises(ValueError, match="encoder only"):
+        load_config(TINY, ["teacher.method=none", "pretrain.method=simclr"])
