@@ -23,8 +23,8 @@ snapshots at 1/16, 1/8, 1/4, 1/2 and all of the steps, against training minutes 
 ``--adapt`` compares, on top of a finished mixture-supervised run (the *source* model), what ten labeled
 clips per count of the clinical target domain (train speakers) plus unlabeled clinical clips buy:
 ``few-only`` (the few labels, from scratch) · ``source-only`` (no target label) · ``source+finetune`` ·
-``source+fixmatch`` (few labels + unlabeled target clips) · ``source+all-labels`` (every pool clip labeled,
-the reference). Same test sets, same steps for every trained method.
+``source+fixmatch`` (few labels + unlabeled target clips) · ``source+replay`` (few labels, the source
+stream replayed beside them) · ``source+all-labels`` (every pool clip labeled, the reference). Same test sets, same steps for every trained method.
 
 Every finished run writes ``results/accuracy/<run>.json``; a run killed mid-way resumes from its last
 checkpoint with ``--resume`` (the stream restarts at the step it stopped, so the result is the same).
@@ -213,7 +213,14 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     }  # fmt: skip
 
 
-ADAPT_METHODS = ("few-only", "source-only", "source+finetune", "source+fixmatch", "source+all-labels")
+ADAPT_METHODS = (
+    "few-only",
+    "source-only",
+    "source+finetune",
+    "source+fixmatch",
+    "source+replay",
+    "source+all-labels",
+)
 
 
 def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, method: str) -> dict:
@@ -241,6 +248,9 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
         if method == "source+fixmatch":
             module: Any = FixMatch(model, optim, FixMatchConfig(threshold=args.threshold))
             dm = datamodule_for(module, engine, batch_size=16, unlabeled_batch_size=32)
+        elif method == "source+replay":
+            module = METHODS.get("replay")(model, optim)
+            dm = datamodule_for(module, engine, batch_size=args.batch_size, target_batch_size=16)
         else:
             module = METHODS.get("supervised" if method == "few-only" else "finetune")(model, optim)
             dm = datamodule_for(module, engine, labeled_indices=labeled, batch_size=args.batch_size)

@@ -84,6 +84,8 @@ class TeacherStage:
     speakers) and tripled it in every other domain (clean 0.79 → 2.48 / 2.80): the few labels make the
     counter forget the domains they do not cover. ``fixmatch`` / ``supervised`` remain options; their
     defaults (a fixed 0.95 threshold) follow the validation tuning of ``benchmarks/few_label.py``.
+    ``replay`` (:class:`~ersam_ssl.ssl.ReplayAdapt`) trains on the few labels (``labeled_batch_size``)
+    while replaying randomized-domain mixtures (``unlabeled_batch_size`` per step) against forgetting.
     """
 
     method: str = "none"
@@ -98,8 +100,8 @@ class TeacherStage:
     distribution_alignment: bool = False
 
     def validate(self) -> None:
-        if self.method not in ("none", "fixmatch", "supervised"):
-            raise ValueError(f"teacher.method={self.method!r}: choose none, fixmatch or supervised")
+        if self.method not in ("none", "fixmatch", "supervised", "replay"):
+            raise ValueError(f"teacher.method={self.method!r}: choose none, fixmatch, supervised or replay")
         if self.arch not in ("largest", "default", "smallest"):
             raise ValueError(f"teacher.arch={self.arch!r}: choose largest, default or smallest")
 
@@ -292,11 +294,18 @@ def stage_teacher(run: Run) -> dict:
         fm = ssl.FixMatchConfig(threshold=t.threshold, lambda_u=t.lambda_u, flexmatch=t.flexmatch,
                                 distribution_alignment=t.distribution_alignment)  # fmt: skip
         module = ssl.FixMatch(model, optim, fm)
+    elif t.method == "replay":
+        module = ssl.ReplayAdapt(model, optim)
     else:
         module = ssl.SupervisedCounter(model, optim)
-    dm = ssl.datamodule_for(
-        module, run.engine, batch_size=t.labeled_batch_size, unlabeled_batch_size=t.unlabeled_batch_size
-    )
+    if t.method == "replay":  # the stream batch replays the source domain, the target batch holds the labels
+        dm = ssl.datamodule_for(
+            module, run.engine, batch_size=t.unlabeled_batch_size, target_batch_size=t.labeled_batch_size
+        )
+    else:
+        dm = ssl.datamodule_for(
+            module, run.engine, batch_size=t.labeled_batch_size, unlabeled_batch_size=t.unlabeled_batch_size
+        )
     t0 = time.perf_counter()
     trainer = fit(module, dm, run.trainer_cfg(t.steps), out, name="teacher")
     wall = time.perf_counter() - t0

@@ -97,3 +97,18 @@ def test_stream_never_repeats_and_resumes_where_it_stopped(small_engine):
     _Trainer.global_step = 6
     x_resumed, _ = next(iter(dm.train_dataloader()))
     torch.testing.assert_close(x_resumed, batches[6][0])
+
+
+def test_replay_adaptation_trains_on_target_labels_and_the_stream(small_engine, tmp_path, one_thread):
+    from conftest import small_sam
+    from ersam_ssl.ssl import METHODS, datamodule_for
+    from ersam_ssl.trainer import TrainerConfig, fit
+
+    module = METHODS.get("replay")(small_sam())
+    dm = datamodule_for(module, small_engine, batch_size=4, target_batch_size=4)
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    fit(module, dm, TrainerConfig(max_steps=3, limit_val_batches=0.0, progress_bar=False), tmp_path)
+    assert module.trainer.global_step == 3
+    logged = module.trainer.logged_metrics
+    assert {"train/target_loss", "train/replay_loss"} <= set(logged)
+    assert any(not torch.equal(before[k], v) for k, v in module.model.state_dict().items())

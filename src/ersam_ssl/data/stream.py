@@ -82,6 +82,9 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         unlabeled_batch_size: also serve an unlabeled stream (other clips, label hidden): batches are then
             ``{"labeled": {"x", "y"}, "unlabeled": {"x", "y_hidden"}}``, the shape distillation and
             supernet training read.
+        target_batch_size: also serve the engine's few labeled target-domain clips (its label budget,
+            weak view, reshuffled every pass): batches are then ``{"stream": (x, y), "target": {"x", "y"}}``
+            (adaptation with replay of the source stream).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         speakers: Sequence[str] | None = None,
         val: Dataset | None = None,
         unlabeled_batch_size: int | None = None,
+        target_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -100,6 +104,7 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         self.speakers = speakers
         self._val = val
         self.unlabeled_batch_size = unlabeled_batch_size
+        self.target_batch_size = target_batch_size
 
     def _clock(self) -> int:
         trainer = getattr(self, "trainer", None)
@@ -124,6 +129,20 @@ class MixtureStreamDataModule(pl.LightningDataModule):
         steps = trainer.max_steps if trainer is not None else -1
         if steps is None or steps <= 0:
             raise ValueError("a mixture stream needs trainer max_steps > 0 (its length is steps x batch)")
+        if self.target_batch_size:
+            from ersam_ssl.data.augment import ViewDataset
+            from ersam_ssl.data.sampling import EpochSampler
+
+            e = self.engine
+            target = ViewDataset(e.pool, {"x": "weak"}, indices=e.budget[0], seed=e.config.seed)
+            bs = min(self.target_batch_size, len(target))
+            return {
+                "stream": self._stream_loader(steps, self.batch_size, "stream", None),
+                "target": DataLoader(
+                    target, batch_size=bs, drop_last=True, num_workers=0,
+                    sampler=EpochSampler(len(target), seed=e.config.seed, clock=self._clock),
+                ),
+            }  # fmt: skip
         if not self.unlabeled_batch_size:
             return self._stream_loader(steps, self.batch_size, "stream", None)
         return {

@@ -53,11 +53,17 @@ def datamodule_for(
     the pool: it gets a :class:`~ersam_ssl.data.stream.MixtureStreamDataModule` (``batch_size`` and
     ``num_workers`` apply).
     """
-    if getattr(method, "DATA", "pool") == "stream":
+    data = getattr(method, "DATA", "pool")
+    if data in ("stream", "stream+target"):
         if labeled_indices is not None:
-            raise ValueError("a streamed method has no labeled budget (every generated clip is labeled)")
+            raise ValueError(
+                "a streamed method takes the engine's label budget (labeled_indices not supported)"
+            )
         return MixtureStreamDataModule(
-            engine, batch_size=kwargs.get("batch_size"), num_workers=kwargs.get("num_workers")
+            engine,
+            batch_size=kwargs.get("batch_size"),
+            num_workers=kwargs.get("num_workers"),
+            target_batch_size=kwargs.get("target_batch_size", 16) if data == "stream+target" else None,
         )
     labeled, unlabeled = views_of(method)
     return SAMDataModule(

@@ -9,7 +9,10 @@ its CRNN the same way on LibriCount's mixtures.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
 
 from ersam_ssl.ssl.base import SupervisedCounter
 from ersam_ssl.ssl.methods import METHODS
@@ -26,3 +29,38 @@ class MixtureSupervision(SupervisedCounter):
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "identity"}
     UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = None
     DATA: ClassVar[str] = "stream"
+
+
+@METHODS.register("replay")
+class ReplayAdapt(SupervisedCounter):
+    """Few-label adaptation that keeps rehearsing the source: each step, the count loss on a batch of the
+    few labeled target clips (weak view) plus ``replay_weight`` times the loss on a batch of fresh
+    randomized-domain mixtures (``DATA = "stream+target"``).
+
+    Fine-tuning a mixture-supervised counter on the clinical labels alone makes it forget every other
+    domain (``benchmarks/accuracy.py --adapt``); replaying the stream is the classic remedy against such
+    forgetting (experience replay / rehearsal, e.g. Rolnick et al., NeurIPS 2019). Both batches go through
+    one forward pass, so BatchNorm statistics cover both domains.
+    """
+
+    LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "weak"}
+    UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = None
+    DATA: ClassVar[str] = "stream+target"
+
+    def __init__(self, *args: Any, replay_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if replay_weight < 0:
+            raise ValueError("replay_weight must be >= 0")
+        self.replay_weight = replay_weight
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        (xs, ys), target = batch["stream"], batch["target"]
+        xt, yt = target["x"], target["y"]
+        out = self.model(torch.cat([xt, xs]))
+        head = self.model.head
+        target_loss = head.loss(out[: yt.shape[0]], yt)
+        replay_loss = head.loss(out[yt.shape[0] :], ys)
+        loss = target_loss + self.replay_weight * replay_loss
+        self.log_dict({"train/loss": loss, "train/target_loss": target_loss, "train/replay_loss": replay_loss},
+                      prog_bar=True, batch_size=yt.shape[0] + ys.shape[0])  # fmt: skip
+        return loss
