@@ -60,6 +60,10 @@ def accuracy_tables(folder: Path) -> str:
                          + " | ".join(maes) + f" | {lev} | {median:.2f} |")  # fmt: skip
     dates = sorted({r["date"] for r in runs})
     cmds = sorted({r["command"] for r in runs})
+    curve = (
+        "Learning curves (test MAE vs training minutes, snapshots at 1/16 … 1 of the steps; grey line: the "
+        "0.5 goal): ![learning curves](benchmarks/results/accuracy_curves.png)"
+    )
     return "\n".join(
         [
             "**Accuracy on speakers never heard in training** (`benchmarks/accuracy.py`; per test domain, "
@@ -69,8 +73,48 @@ def accuracy_tables(folder: Path) -> str:
             *[f"    {c}" for c in cmds],
             "",
             *lines,
+            "",
+            curve,
         ]
     )
+
+
+CURVES_PNG = HERE / "results" / "accuracy_curves.png"
+
+
+def plot_curves(folder: Path, out: Path = CURVES_PNG) -> Path | None:
+    """Learning curves of the mixture-supervised runs: test MAE per domain vs training minutes."""
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("mixture-*.json"))]
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = sorted({c for r in runs for c in r["final"]})
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora):
+        for r in runs:
+            if corpus not in r["final"]:
+                continue
+            for d, style in (("clean", "-"), ("clinical", "--"), ("conversational", ":")):
+                xs = [p["train_min"] for p in r["curve"]]
+                ys = [p["scores"][corpus][d]["mae"] for p in r["curve"]]
+                ax.plot(xs, ys, style, marker="o", label=f"{r['model']} ({r['train']}, s{r['seed']}): {d}")
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set(
+            title=f"test speakers: {corpus}",
+            xlabel="training minutes (2 CPU cores)",
+            ylabel="count MAE",
+            ylim=(0, 3),
+        )
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return out
 
 
 def cpu_sharing_table(path: Path) -> str:
@@ -121,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     README.write_text(new)
+    plot_curves(HERE / "results" / "accuracy")
     return 0
 
 
