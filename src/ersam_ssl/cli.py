@@ -29,7 +29,8 @@ def _data_check(args: argparse.Namespace) -> int:
     summary = src.summary()
     bad = list(src.report.bad)
     if args.decode and src.name != "libricount":
-        bank = SpeakerBank(src.utterances, max_seconds_per_speaker=float("inf"), min_seconds_per_speaker=0.0)
+        bank = SpeakerBank(src.utterances, max_seconds_per_speaker=float("inf"), min_seconds_per_speaker=0.0,
+                           allow_empty=True)  # fmt: skip
         bad += bank.report.bad
         summary["usable_speakers"] = len(bank.speakers)
     summary["bad_files"] = len(bad)
