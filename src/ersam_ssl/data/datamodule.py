@@ -24,7 +24,7 @@ from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureData
 from ersam_ssl.data.sampling import EpochSampler
 from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
 from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source, open_source
-from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
+from ersam_ssl.data.splits import ALL_LABELS, check_disjoint, label_budget, speaker_splits
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class DataConfig:
             ``("test-clean:test",)``; other speakers are split by ``split_fractions``.
         split_fractions: train/val/test/babble shares of the speakers.
         pool_size: train-pool mixtures (labeled budget + unlabeled rest), balanced over counts.
-        labels_per_class: few-label budget per count class; ``-1`` = every pool clip is labeled.
+        labels_per_class: few-label budget per count class; ``-1`` (:data:`ALL_LABELS`) = every pool clip
+            is labeled. Other negative values are errors, so a typo cannot turn a few-label experiment into
+            a fully supervised one.
         labeled_scenario / unlabeled_scenario / test_scenario: acoustic domain of each part; the default
             is the shifted "clinical" domain everywhere except where a study says otherwise.
         train_scenario / train_conversation_prob: domain and conversational share of the streamed
@@ -96,6 +98,11 @@ class DataConfig:
                 raise ValueError(
                     f"data.extra_sources entry {entry!r}: use 'synth' or 'librispeech|folder:/root'"
                 )
+        if self.labels_per_class < ALL_LABELS:
+            raise ValueError(
+                f"data.labels_per_class={self.labels_per_class}: give a budget >= 0 per count class, or "
+                f"{ALL_LABELS} to label every pool clip"
+            )
         if not 0.0 <= self.train_conversation_prob <= 1.0:
             raise ValueError(
                 f"data.train_conversation_prob={self.train_conversation_prob} is not a probability"
