@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ersam_ssl import config as cfglib
+from ersam_ssl.cli import add_debug_flag, run_command
 from ersam_ssl.data import DataConfig, DataEngine
 from ersam_ssl.fileio import write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
@@ -474,11 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue runs/<name> (skips finished stages)")
     p.add_argument("--overwrite", action="store_true", help="delete runs/<name> first")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.labels_per_class=5")
+    add_debug_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    """``python recipes/run.py``: errors are one line on stderr (``--debug`` shows the traceback)."""
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = list(args.overrides)
     if args.stages:

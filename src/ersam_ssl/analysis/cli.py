@@ -21,6 +21,7 @@ from ersam_ssl.analysis.recording import (
     analyze_recording,
     load_counter,
 )
+from ersam_ssl.cli import add_debug_flag, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse a final partial window (zero-padded) holding at least this many s")  # fmt: skip
     p.add_argument("--no-plot", action="store_true", help="skip timeline.png")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_debug_flag(p)
     return p
 
 
@@ -68,12 +70,19 @@ def _progress(name: str, quiet: bool):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     from ersam_ssl import audio
 
     src = Path(args.input)
     if not src.exists():
         print(f"error: {src} does not exist", file=sys.stderr)
+        return 2
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
         return 2
     try:
         vad = VadConfig(args.vad_threshold_db, args.vad_min_active, enabled=not args.no_vad)
@@ -82,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         counter = load_counter(args.model, args.threads)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: cannot load model {args.model}: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as e:  # both name the file
+        print(f"error: cannot load the model: {e}", file=sys.stderr)
         return 2
     common = dict(window=args.window, hop=args.hop, vad=vad, batch_size=args.batch, threads=args.threads,
                   min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip

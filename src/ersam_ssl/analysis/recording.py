@@ -550,7 +550,10 @@ class OnnxCounter:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ... derive from Exception only
+            raise ValueError(f"{self.path}: not a usable ONNX model ({_short(e)})") from e
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = read_onnx_config(self.path, meta)
         self.head = CountModel.from_config(self.config).head.eval()
