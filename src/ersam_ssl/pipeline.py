@@ -62,6 +62,8 @@ class PretrainStage:
     def validate(self) -> None:
         if self.method not in ("simclr", "byol", "none"):
             raise ValueError(f"pretrain.method={self.method!r}: choose simclr, byol or none")
+        cfglib.check_at_least("pretrain", self, 1, "steps", "batch_size")
+        cfglib.check_positive("pretrain", self, "lr", "temperature")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ class TeacherStage:
             raise ValueError(f"teacher.method={self.method!r}: choose fixmatch or supervised")
         if self.arch not in ("largest", "default", "smallest"):
             raise ValueError(f"teacher.arch={self.arch!r}: choose largest, default or smallest")
+        cfglib.check_at_least("teacher", self, 1, "steps", "labeled_batch_size", "unlabeled_batch_size")
+        cfglib.check_positive("teacher", self, "lr")
+        cfglib.check_at_least("teacher", self, 0, "lambda_u")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"teacher.threshold={self.threshold}: must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -366,9 +373,19 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     # Under DDP, Lightning re-runs this script once per extra rank (and torchrun/SLURM start every rank):
     # only rank 0 owns the run folder; the other ranks run the same stages and join every fit().
     rank_zero = rank_zero_only.rank == 0
+    run = Run(cfg, writes=rank_zero)
+    # Everything that can be checked cheaply is checked before the run folder is touched, so a corrected
+    # command is not refused because a failed one left a config.yaml behind.
+    if rank_zero:
+        _check_run_dir(cfg, resume, overwrite)
+    run.engine.check()
     if rank_zero:
         _prepare_run_dir(cfg, resume, overwrite)
-    run = Run(cfg, writes=rank_zero)
+    return _run_stages(run, resume, rank_zero)
+
+
+def _run_stages(run: Run, resume: bool, rank_zero: bool) -> dict:
+    cfg = run.cfg
     tracker = None
     if cfg.trainer.wandb and rank_zero:
         from ersam_ssl import tracking
@@ -418,21 +435,29 @@ RESUME_FREE_KEYS = frozenset(
 )  # fmt: skip
 
 
-def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
+def _check_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse (without writing) an existing run without --resume/--overwrite, or a resume with another config."""
+    if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
+        raise FileExistsError(f"{cfg.out_dir} is a file; choose another name= or out_root=")
     if cfg.out_dir.exists() and not (resume or overwrite):
         raise FileExistsError(
             f"{cfg.out_dir} exists: pass --resume to continue it or --overwrite to start over"
         )
-    if overwrite and cfg.out_dir.exists():
-        shutil.rmtree(cfg.out_dir)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
     saved = cfg.out_dir / "config.yaml"
-    if resume and saved.is_file():
+    if resume and not overwrite and saved.is_file():
         changed = sorted(set(cfglib.flatten(cfglib.diff(cfg, load_config(saved)))) - RESUME_FREE_KEYS)
         if changed:
             raise ValueError(f"--resume with a different config than {saved} ({', '.join(changed)}); "
                              "start a new run name instead")  # fmt: skip
+
+
+def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
+    _check_run_dir(cfg, resume, overwrite)
+    if overwrite and cfg.out_dir.exists():
+        shutil.rmtree(cfg.out_dir)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    saved = cfg.out_dir / "config.yaml"
     cfglib.save(cfg, saved)
     write_text(cfg.out_dir / "config.diff.yaml", _yaml(cfglib.diff(cfg)))
 

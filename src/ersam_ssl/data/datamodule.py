@@ -17,6 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from ersam_ssl.config import check_at_least, check_positive
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.bank import SpeakerBank
 from ersam_ssl.data.levels import AmbianceLevels
@@ -103,6 +104,22 @@ class DataConfig:
                 f"data.labels_per_class={self.labels_per_class}: give a budget >= 0 per count class, or "
                 f"{ALL_LABELS} to label every pool clip"
             )
+        check_at_least("data", self, 1, "pool_size", "val_size", "test_size", "batch_size",
+                       "unlabeled_batch_size", "synth_speakers")  # fmt: skip
+        check_at_least("data", self, 0, "num_workers", "min_epoch_items")
+        check_positive("data", self, "synth_seconds", "max_seconds_per_speaker")
+        # The pool is balanced over counts (item i holds i mod num_classes speakers).
+        per_class = self.pool_size // self.mixture.num_classes
+        if self.labels_per_class > per_class:
+            raise ValueError(
+                f"data.labels_per_class={self.labels_per_class} exceeds the pool: data.pool_size="
+                f"{self.pool_size} holds {per_class} clips per count class ({self.mixture.num_classes} "
+                f"classes); raise data.pool_size to at least {self.labels_per_class * self.mixture.num_classes}"
+            )
+        if any(f < 0 for f in self.split_fractions):
+            raise ValueError(
+                f"data.split_fractions={list(self.split_fractions)}: train/val/test/babble shares must be >= 0"
+            )
         if not 0.0 <= self.train_conversation_prob <= 1.0:
             raise ValueError(
                 f"data.train_conversation_prob={self.train_conversation_prob} is not a probability"
@@ -162,12 +179,40 @@ class DataEngine:
 
     @cached_property
     def splits(self) -> dict[str, list[str]]:
+        return self._split(self.bank.speakers)
+
+    def check(self) -> None:
+        """Cheap pre-flight check of the data: open the source(s) (file headers only, no decoding) and
+        check that their speakers fill the splits; a LibriCount ``test_root`` is opened too.
+
+        Run before a pipeline writes anything, so a missing or empty root, a corpus with too few speakers
+        or an unusable test folder is reported at once (speakers whose files all fail to decode can still
+        make the splits too small later, when the bank is built).
+
+        Raises:
+            FileNotFoundError: a root is missing or holds no usable audio.
+            ValueError: a split would get fewer speakers than ``mixture.max_speakers``.
+        """
+        speakers = self.source.speakers()
+        try:
+            self._split(speakers)
+        except ValueError as e:
+            where = self.config.root or f"{self.config.source} corpus"
+            raise ValueError(f"{where}: {len(speakers)} speaker(s) found; {e}") from e
+        if self.config.test_root:
+            self.test_source  # noqa: B018 - opening it checks it
+
+    @cached_property
+    def test_source(self) -> LibriCountSource:
+        return LibriCountSource(self.config.test_root)
+
+    def _split(self, speakers: list[str]) -> dict[str, list[str]]:
         cfg = self.config
         subset_of = {u.speaker: u.subset for u in self.source.utterances}
         subsets = dict(e.split(":", 1) for e in cfg.subset_splits) if cfg.subset_splits else None
         k = cfg.mixture.max_speakers
         splits = speaker_splits(
-            self.bank.speakers,
+            speakers,
             dict(zip(("train", "val", "test", "babble"), cfg.split_fractions)),
             seed=cfg.seed,
             subsets=subsets,
@@ -242,7 +287,7 @@ class DataEngine:
     def test(self) -> Dataset:
         cfg = self.config
         if cfg.test_root:
-            return FileCountDataset(LibriCountSource(cfg.test_root), cfg.mixture.num_samples)
+            return FileCountDataset(self.test_source, cfg.mixture.num_samples)
         return self.mixtures("test", cfg.test_size, cfg.test_scenario)
 
     @property
