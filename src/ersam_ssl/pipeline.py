@@ -14,11 +14,15 @@ Stages (each writes ``runs/<name>/<stage>/`` and a ``result.json`` when complete
 
 ``--resume`` skips completed stages and continues an interrupted stage from its last checkpoint; training
 data order and augmentations are functions of (seed, step), so a resumed run reaches the same result.
+A run folder has one writer at a time: the pipeline holds ``runs/<name>/.lock`` (an ``fcntl.flock``, so a
+crash releases it) while it runs, and a second process on the same run name (``--resume``, ``--overwrite``)
+is refused with the holder's PID before it changes anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -33,7 +37,7 @@ import pytorch_lightning as pl
 from ersam_ssl import config as cfglib
 from ersam_ssl.cli import add_debug_flag, run_command
 from ersam_ssl.data import DataConfig, DataEngine
-from ersam_ssl.fileio import write_json, write_text
+from ersam_ssl.fileio import exclusive_lock, write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.trainer import TrainerConfig
 
@@ -379,9 +383,11 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     if rank_zero:
         _check_run_dir(cfg, resume, overwrite)
     run.engine.check()
-    if rank_zero:
-        _prepare_run_dir(cfg, resume, overwrite)
-    return _run_stages(run, resume, rank_zero)
+    with contextlib.ExitStack() as held:
+        if rank_zero:
+            held.enter_context(exclusive_lock(cfg.out_dir / LOCK_FILE, what=f"run folder {cfg.out_dir}"))
+            _prepare_run_dir(cfg, resume, overwrite)
+        return _run_stages(run, resume, rank_zero)
 
 
 def _run_stages(run: Run, resume: bool, rank_zero: bool) -> dict:
@@ -435,11 +441,20 @@ RESUME_FREE_KEYS = frozenset(
 )  # fmt: skip
 
 
+#: The lock file a running pipeline holds in its run folder (see :func:`ersam_ssl.fileio.exclusive_lock`).
+LOCK_FILE = ".lock"
+
+
+def _has_outputs(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds anything besides the lock file (a folder with only that never ran)."""
+    return out_dir.is_dir() and any(p.name != LOCK_FILE for p in out_dir.iterdir())
+
+
 def _check_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     """Refuse (without writing) an existing run without --resume/--overwrite, or a resume with another config."""
     if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
         raise FileExistsError(f"{cfg.out_dir} is a file; choose another name= or out_root=")
-    if cfg.out_dir.exists() and not (resume or overwrite):
+    if _has_outputs(cfg.out_dir) and not (resume or overwrite):
         raise FileExistsError(
             f"{cfg.out_dir} exists: pass --resume to continue it or --overwrite to start over"
         )
@@ -452,10 +467,19 @@ def _check_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
 
 
 def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
+    """Create (or, with ``overwrite``, empty) ``runs/<name>``; refuse to mix configs on ``resume``.
+
+    Called with the run folder's lock held, so ``overwrite`` never deletes the files of a running run.
+    """
     _check_run_dir(cfg, resume, overwrite)
-    if overwrite and cfg.out_dir.exists():
-        shutil.rmtree(cfg.out_dir)
+    if overwrite:
+        for child in cfg.out_dir.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     saved = cfg.out_dir / "config.yaml"
     cfglib.save(cfg, saved)
