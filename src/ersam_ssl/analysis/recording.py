@@ -96,9 +96,17 @@ class StreamReport:
     def duration_s(self) -> float:
         return self.header_frames / self.sample_rate
 
+    @property
+    def unreadable_s(self) -> float:
+        """Seconds of the recording that could not be decoded: unreadable spans plus a missing end."""
+        spans = sum(b - a for a, b in self.unreadable)
+        missing = self.duration_s - self.truncated_at_s if self.truncated_at_s is not None else 0.0
+        return spans + max(0.0, missing)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["duration_s"] = self.duration_s
+        d["unreadable_s"] = round(self.unreadable_s, 3)
         d["unreadable"] = [[round(a, 3), round(b, 3)] for a, b in self.unreadable]
         return d
 
@@ -687,6 +695,10 @@ class Summary:
         level_share / level_hours: time per ambiance level (shares sum to 1); ``count_share`` per count.
         wall_time_s / real_time_factor: analysis time and decoded seconds per wall-clock second.
         outputs: paths of the files written.
+        status: ``"ok"``, or ``"partial"`` when part of the recording was lost (see ``problems``): the
+            statistics then describe only what could be read.
+        problems: one human-readable line per loss (seconds unreadable or missing, NaN/Inf samples
+            replaced by silence, a recording too short for any window); empty when ``status == "ok"``.
         table: every window (:class:`WindowTable`).
     """
 
@@ -708,6 +720,8 @@ class Summary:
     wall_time_s: float
     real_time_factor: float
     outputs: dict[str, str]
+    status: str = "ok"
+    problems: list[str] = field(default_factory=list)
     table: WindowTable | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -758,6 +772,28 @@ def summarize_windows(table: WindowTable, levels: AmbianceLevels, num_classes: i
         },
         "count_share": {str(k): share(counted & (table.count == k)) for k in range(num_classes)},
     }
+
+
+def input_problems(report: StreamReport, windows: int, min_tail: float) -> list[str]:
+    """What part of a recording an analysis lost, one line each (empty: nothing was lost).
+
+    A damaged recording still gets a full analysis of what decodes; these lines are how the caller (and
+    ``summary.json``) learns that the figures cover less than the file.
+    """
+    problems = []
+    if report.truncated_at_s is not None:
+        missing = report.duration_s - report.truncated_at_s
+        problems.append(f"truncated: {missing:.1f} s of {report.duration_s:.1f} s unreadable after "
+                        f"{report.truncated_at_s:.1f} s")  # fmt: skip
+    if report.unreadable:
+        spans = sum(b - a for a, b in report.unreadable)
+        problems.append(f"{len(report.unreadable)} unreadable span(s), {spans:.1f} s replaced by silence")
+    if report.nonfinite_samples:
+        problems.append(f"{report.nonfinite_samples} NaN/Inf samples replaced by silence")
+    if windows == 0:
+        problems.append(f"too short: {report.decoded_s:.3f} s of audio, less than min_tail={min_tail:g} s; "
+                        "no window analysed")  # fmt: skip
+    return problems
 
 
 def window_rows(t: WindowTable, levels: AmbianceLevels) -> Iterator[list[Any]]:
@@ -905,6 +941,7 @@ def analyze_recording(
 
         png = plot_timeline(table, levels, out_dir / "timeline.png", title=Path(path).name)
         outputs["timeline_png"] = str(png)
+    problems = input_problems(report, len(table), min_tail)
     summary = Summary(
         input=input_info,
         model=counter.info(),
@@ -912,6 +949,8 @@ def analyze_recording(
         wall_time_s=wall,
         real_time_factor=(report.decoded_s / wall) if wall > 0 else math.inf,
         outputs=outputs,
+        status="partial" if problems else "ok",
+        problems=problems,
         table=table,
         **stats,
     )
@@ -1027,16 +1066,9 @@ def analyze_folder(
             row.update(status="error", reason=_short(e))
             log(f"skipped {rel}: {_short(e)}")
         else:
-            problems = []
-            if s.input.get("unreadable"):
-                problems.append(f"{len(s.input['unreadable'])} unreadable span(s)")
-            if s.input.get("truncated_at_s") is not None:
-                problems.append(f"truncated at {s.input['truncated_at_s']:.1f} s")
-            if s.input.get("nonfinite_samples"):
-                problems.append(f"{s.input['nonfinite_samples']} NaN/Inf samples")
-            if problems:
-                row.update(status="partial", reason="; ".join(problems))
-                log(f"{rel}: {'; '.join(problems)}")
+            if s.problems:
+                row.update(status=s.status, reason="; ".join(s.problems))
+                log(f"{rel}: {'; '.join(s.problems)}")
             row.update(
                 duration_s=round(s.input["duration_s"], 3),
                 hours_analysed=round(s.hours_analysed, 6),
