@@ -7,6 +7,7 @@ and a human-readable reason; callers decide whether to skip (and report) or stop
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
 
 #: Shortest file accepted as speech (seconds). Shorter files are reported as bad input.
 MIN_DURATION = 0.1
+#: A channel mean this far (dB) below the loudest channel means the channels cancel each other.
+CANCEL_DB = -20.0
+
+log = logging.getLogger(__name__)
 
 
 class AudioError(Exception):
@@ -86,11 +91,40 @@ def resample(x: np.ndarray, orig_sr: int, new_sr: int = SAMPLE_RATE) -> np.ndarr
     return y.numpy()
 
 
+def downmix(x: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Mono float32 from ``[frames, channels]``: the mean of the channels, unless they cancel.
+
+    Averaging is right for channels that carry the same sound, but a channel pair in anti-phase (one
+    microphone or cable wired with reversed polarity) averages to near silence, which would then be
+    counted as "nobody speaks". When the mean is :data:`CANCEL_DB` or more below the loudest channel,
+    that channel is returned instead (uncorrelated channels lose only 3 dB in the mean, so they are
+    unaffected).
+
+    Returns:
+        ``(mono, index of the channel used instead of the mean, or None)``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x, None
+    if x.shape[1] == 1:
+        return x[:, 0], None
+    mean = x.mean(axis=1, dtype=np.float32)
+    power = np.einsum("tc,tc->c", x, x, dtype=np.float64) / max(1, x.shape[0])
+    loud = int(np.argmax(power)) if np.isfinite(power).all() else 0
+    mean_power = float(np.dot(mean, mean.astype(np.float64))) / max(1, x.shape[0])
+    if power[loud] > 1e-10 and mean_power < power[loud] * 10.0 ** (CANCEL_DB / 10.0):
+        return np.ascontiguousarray(x[:, loud]), loud
+    return mean, None
+
+
 def sanitize(x: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
-    """Downmix to mono float32 and reject NaN/Inf or silent-by-corruption content."""
+    """Downmix to mono float32 (:func:`downmix`) and reject NaN/Inf or silent-by-corruption content."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
-        x = x.mean(axis=1, dtype=np.float32)
+        x, channel = downmix(x)
+        if channel is not None:
+            log.warning("%s: the channels cancel each other (anti-phase); using channel %d, not their mean",
+                        path, channel + 1)  # fmt: skip
     if x.ndim != 1:
         raise AudioError(path, f"unexpected array shape {x.shape}")
     if x.size == 0:
@@ -110,7 +144,8 @@ def load(
 ) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate``.
 
-    Stereo is averaged; any input rate is resampled. Raises :class:`AudioError` (with the file and the
+    Stereo is averaged (or, if the channels cancel, the louder one is used: :func:`downmix`); any input
+    rate is resampled. Raises :class:`AudioError` (with the file and the
     reason) for empty, truncated, corrupt, non-audio, NaN/Inf or too-short files.
 
     Args:
@@ -148,7 +183,7 @@ def blocks(
     pos = 0
     try:
         for x in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
-            x = x.mean(axis=1, dtype=np.float32)
+            x = downmix(x)[0]
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
             yield pos / hdr.sample_rate, resample(x, hdr.sample_rate, sample_rate)
             pos += x.shape[0]

@@ -124,7 +124,7 @@ def _main(argv: list[str]) -> int:
         ok = [r for r in rows if r["status"] != "error"]
         print(f"analysed {len(ok)}/{len(rows)} recording(s) → {Path(args.out) / 'summary.csv'}")
         for r in rows:
-            if r["status"] != "ok":
+            if r["reason"]:
                 print(f"  {r['status']}: {r['file']}: {r['reason']}")
         if not ok:
             return EXIT_UNREADABLE
@@ -143,6 +143,8 @@ def _main(argv: list[str]) -> int:
     progress.end_line()
     for problem in s.problems:
         print(f"partial: {src.name}: {problem}", file=sys.stderr)
+    for warning in s.warnings:
+        print(f"warning: {src.name}: {warning}", file=sys.stderr)
     shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in s.level_share.items())
     print(f"{src.name}: {s.status}, {s.hours_analysed:.3f} h in {s.windows} windows "
           f"({100 * s.gated_share:.0f}% gated, {s.unreadable_windows} unreadable, "

@@ -79,6 +79,8 @@ class StreamReport:
         nonfinite_samples: NaN/Inf samples replaced by silence.
         truncated_at_s: where decoding stopped early (the header promised more frames), else None.
         decoded_s: seconds of audio delivered (including replaced spans).
+        antiphase_s: seconds whose channels cancel each other (anti-phase): the loudest channel was used
+            instead of their mean (:func:`ersam_ssl.audio.downmix`).
     """
 
     path: str
@@ -91,6 +93,7 @@ class StreamReport:
     nonfinite_samples: int = 0
     truncated_at_s: float | None = None
     decoded_s: float = 0.0
+    antiphase_s: float = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -160,8 +163,10 @@ class _SalvagingReader:
             self._file = None
 
     def _decode(self, f: sf.SoundFile, n: int) -> np.ndarray:
-        x = f.read(n, dtype="float32", always_2d=True)
-        return x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+        x, channel = audio.downmix(f.read(n, dtype="float32", always_2d=True))
+        if channel is not None:
+            self.report.antiphase_s += x.shape[0] / self.report.sample_rate
+        return x
 
     def read(self, n: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
         """Up to ``n`` frames from the current position: ``(mono, corrupt mask or None, end_of_stream)``."""
@@ -699,6 +704,7 @@ class Summary:
             statistics then describe only what could be read.
         problems: one human-readable line per loss (seconds unreadable or missing, NaN/Inf samples
             replaced by silence, a recording too short for any window); empty when ``status == "ok"``.
+        warnings: input that was repaired without loss (channels in anti-phase: the loudest one used).
         table: every window (:class:`WindowTable`).
     """
 
@@ -722,6 +728,7 @@ class Summary:
     outputs: dict[str, str]
     status: str = "ok"
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     table: WindowTable | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -794,6 +801,14 @@ def input_problems(report: StreamReport, windows: int, min_tail: float) -> list[
         problems.append(f"too short: {report.decoded_s:.3f} s of audio, less than min_tail={min_tail:g} s; "
                         "no window analysed")  # fmt: skip
     return problems
+
+
+def input_warnings(report: StreamReport) -> list[str]:
+    """What was repaired in a recording without losing it, one line each (see :class:`StreamReport`)."""
+    if report.antiphase_s > 0:
+        return [f"the channels cancel each other (anti-phase) in {report.antiphase_s:.1f} s; the loudest "
+                "channel was analysed there instead of their silent mean"]  # fmt: skip
+    return []
 
 
 def window_rows(t: WindowTable, levels: AmbianceLevels) -> Iterator[list[Any]]:
@@ -951,6 +966,7 @@ def analyze_recording(
         outputs=outputs,
         status="partial" if problems else "ok",
         problems=problems,
+        warnings=input_warnings(report),
         table=table,
         **stats,
     )
@@ -1066,9 +1082,9 @@ def analyze_folder(
             row.update(status="error", reason=_short(e))
             log(f"skipped {rel}: {_short(e)}")
         else:
-            if s.problems:
-                row.update(status=s.status, reason="; ".join(s.problems))
-                log(f"{rel}: {'; '.join(s.problems)}")
+            if s.problems or s.warnings:
+                row.update(status=s.status, reason="; ".join(s.problems + s.warnings))
+                log(f"{rel}: {row['reason']}")
             row.update(
                 duration_s=round(s.input["duration_s"], 3),
                 hours_analysed=round(s.hours_analysed, 6),
