@@ -1,14 +1,19 @@
 """Audio input/output with soundfile: decode, validate, downmix and resample to the model rate.
 
 ``torchaudio.load`` needs torchcodec/FFmpeg since torchaudio 2.9, so everything here reads through
-soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, ...). Bad input raises :class:`AudioError` carrying the file
-and a human-readable reason; callers decide whether to skip (and report) or stop.
+soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, MP3 since libsndfile 1.1, ...). Bad input raises
+:class:`AudioError` carrying the file and a human-readable reason; callers decide whether to skip (and
+report) or stop. :data:`AUDIO_EXTENSIONS` is the one list of what every reader (corpus sources, ``data
+check``, ``analyze`` of a file or a folder) treats as audio, and :func:`list_files` the one way they walk
+a folder.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,7 +25,10 @@ import torch
 import torchaudio.functional as AF
 
 SAMPLE_RATE = 16_000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+#: File extensions treated as audio everywhere. MP3 is included: libsndfile >= 1.1 decodes it (see
+#: ``soundfile.available_formats()``); with an older libsndfile an MP3 file is reported as bad, not skipped.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
+MP3_SUPPORTED = "MP3" in sf.available_formats()
 
 #: Shortest file accepted as speech (seconds). Shorter files are reported as bad input.
 MIN_DURATION = 0.1
@@ -53,9 +61,61 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def is_audio_file(path: str | Path) -> bool:
+    """Whether ``path`` has one of the :data:`AUDIO_EXTENSIONS` (its content is not checked)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def list_files(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every regular file under ``root`` (sorted), following symlinked folders, and what could not be
+    followed.
+
+    ``Path.rglob`` silently drops symlink loops, dangling links and symlinked folders; a corpus check must
+    say what it did not read. Symlinked folders are entered once (a link back to an enclosing folder, or
+    a second link to a folder already read, is reported instead of looping).
+
+    Returns:
+        ``(files, problems)`` where ``problems`` holds ``(path, reason)`` for symlink loops, broken
+        symlinks and folders that cannot be listed.
+    """
+    root = Path(root)
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen = {os.path.realpath(root)}
+
+    def unreadable(e: OSError) -> None:
+        problems.append((Path(e.filename or root), f"folder not readable ({e.strerror})"))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        for d in list(dirs):
+            path = Path(folder, d)
+            real = os.path.realpath(path)
+            if real in seen:
+                dirs.remove(d)
+                inside = (os.path.realpath(folder) + os.sep).startswith(real + os.sep)
+                problems.append((path, "symlink loop: points to an enclosing folder; not followed" if inside
+                                 else f"symlink to a folder already read ({real}); not followed"))  # fmt: skip
+            else:
+                seen.add(real)
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink():
+                try:
+                    os.stat(path)
+                    reason = "not a regular file"
+                except OSError as e:
+                    reason = "symlink loop" if e.errno == errno.ELOOP else "broken symlink (target missing)"
+                problems.append((path, reason))
+    return sorted(files), sorted(problems)
+
+
 def info(path: str | Path) -> AudioInfo:
     """Read the header only. Raises :class:`AudioError` for non-audio, empty or unreadable files."""
     path = Path(path)
+    if path.suffix.lower() == ".mp3" and not MP3_SUPPORTED:
+        raise AudioError(path, f"MP3 needs libsndfile >= 1.1 (soundfile uses {sf.__libsndfile_version__})")
     try:
         if path.stat().st_size == 0:
             raise AudioError(path, "empty file (0 bytes)")

@@ -1030,9 +1030,8 @@ SUMMARY_CSV_COLUMNS = (
 
 
 def find_recordings(folder: str | Path) -> list[Path]:
-    """Audio files under ``folder`` (recursive, sorted), by extension."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS)
+    """Audio files under ``folder`` (recursive, sorted, following symlinked folders), by extension."""
+    return [p for p in audio.list_files(folder)[0] if audio.is_audio_file(p)]
 
 
 def _out_name(rel: Path, taken: set[str]) -> str:
@@ -1054,23 +1053,32 @@ def analyze_folder(
 ) -> list[dict[str, Any]]:
     """Analyse every recording under ``folder`` into ``out_dir/<stem>/`` and write ``out_dir/summary.csv``.
 
-    Files that cannot be read are reported (status ``error`` with the reason) and skipped. The model is
-    loaded once. ``kwargs`` go to :func:`analyze_recording`.
+    Files that cannot be read (and symlink loops or broken links) are reported (status ``error`` with the
+    reason) and skipped; damaged recordings are analysed as far as they decode (status ``partial``). The
+    model is loaded once. ``kwargs`` go to :func:`analyze_recording`.
 
     Returns:
         One row per file (the rows of ``summary.csv``; ``summary`` holds the :class:`Summary` if analysed).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     folder, out_dir = Path(folder), Path(out_dir)
-    files = find_recordings(folder)
+    found, unfollowed = audio.list_files(folder)
+    files = [p for p in found if audio.is_audio_file(p)]
     if not files:
-        raise FileNotFoundError(f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) under {folder}")
+        hint = f"; not readable: {unfollowed[0][0]}: {unfollowed[0][1]}" if unfollowed else ""
+        raise FileNotFoundError(f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) under {folder}{hint}")
     counter = load_counter(model, kwargs.get("threads", 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     rows: list[dict[str, Any]] = []
-    for f in files:
+    # Symlink loops and broken links are listed (status "error") with the files, in path order.
+    entries: list[tuple[Path, str | None]] = sorted([(f, None) for f in files] + list(unfollowed))
+    for f, unreadable in entries:
         rel = f.relative_to(folder)
+        if unreadable is not None:
+            rows.append({"file": str(rel), "out_dir": "", "status": "error", "reason": unreadable})
+            log(f"skipped {rel}: {unreadable}")
+            continue
         sub = out_dir / _out_name(rel, taken)
         row: dict[str, Any] = {"file": str(rel), "out_dir": str(sub), "status": "ok", "reason": ""}
         try:
