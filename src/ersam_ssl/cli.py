@@ -1,7 +1,7 @@
 """The ``ersam-ssl`` command line.
 
 Sub-commands:
-    ersam-ssl data check PATH
+    ersam-ssl data check PATH [--decode]        (exit 1 when it finds bad files)
     ersam-ssl data make --source {synth,librispeech,folder} [--root PATH] --out DIR --n N --max-speakers K
                         --seed S [--scenario clean|clinical] [--split test]
     ersam-ssl analyze RECORDING|FOLDER --model MODEL --out DIR
@@ -26,6 +26,8 @@ DEBUG_ENV = "ERSAM_SSL_DEBUG"
 EXIT_ERROR = 2
 #: Exit code of an unexpected error (a bug: please report it with the ``--debug`` traceback).
 EXIT_INTERNAL = 1
+#: Exit code of ``data check`` when it found bad files (so scripts can gate on it).
+EXIT_BAD_DATA = 1
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +83,7 @@ def run_command(command: Callable[[list[str]], int | None], argv: Sequence[str] 
 
 
 def _data_check(args: argparse.Namespace) -> int:
+    from ersam_ssl import audio
     from ersam_ssl.data.bank import SpeakerBank
     from ersam_ssl.data.sources import detect_source
 
@@ -88,25 +91,36 @@ def _data_check(args: argparse.Namespace) -> int:
         src = detect_source(args.path)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     summary = src.summary()
     bad = list(src.report.bad)
-    if args.decode and src.name != "libricount":
+    if args.decode and src.name == "libricount":
+        for u in src.utterances:  # labeled mixtures: no speakers to pool, decode each file
+            try:
+                audio.load(u.path)
+            except audio.AudioError as e:
+                src.report.add_bad(e.path, e.reason)
+                bad.append(src.report.bad[-1])
+    elif args.decode:
         bank = SpeakerBank(src.utterances, max_seconds_per_speaker=float("inf"), min_seconds_per_speaker=0.0,
                            allow_empty=True)  # fmt: skip
         bad += bank.report.bad
         summary["usable_speakers"] = len(bank.speakers)
     summary["bad_files"] = len(bad)
+    summary["checked"] = "decoded" if args.decode else "headers"
     if args.json:
         print(json.dumps({**summary, "bad": [{"path": b.path, "reason": b.reason} for b in bad]}, indent=1))
     else:
         for k, v in summary.items():
             print(f"{k:>16}: {v}")
+        if not args.decode:
+            print("\nchecked file headers only: pass --decode to also decode every file (finds truncated, "
+                  "corrupt and NaN/Inf audio)")  # fmt: skip
         if bad:
             print(f"\n{len(bad)} bad file(s):")
             for b in bad:
                 print(f"  {b.path}: {b.reason}")
-    return 0
+    return EXIT_BAD_DATA if bad else 0
 
 
 def _data_make(args: argparse.Namespace) -> int:
@@ -141,9 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect or generate data").add_subparsers(
         dest="data_command", required=True
     )
-    chk = data.add_parser("check", help="summarise a corpus folder and list bad files with reasons")
+    chk = data.add_parser(
+        "check",
+        help="summarise a corpus folder and list bad files with reasons",
+        description="Summarise a corpus and list its bad files with reasons. Without --decode only file "
+        "headers are read. Exit status: 0 no bad file found, 1 bad files found, 2 error.",
+    )
     chk.add_argument("path", help="LibriSpeech/LibriCount folder, any audio folder, or manifest.csv")
-    chk.add_argument("--decode", action="store_true", help="also decode every file (finds NaN/corrupt data)")
+    chk.add_argument("--decode", action="store_true",
+                     help="also decode every file (finds truncated, corrupt and NaN/Inf audio)")  # fmt: skip
     chk.add_argument("--json", action="store_true", help="print JSON")
     add_debug_flag(chk)
     chk.set_defaults(func=_data_check)

@@ -12,6 +12,9 @@ Stages (each writes ``runs/<name>/<stage>/`` and a ``result.json`` when complete
 5. ``evaluate`` — speaker-disjoint test metrics of the teacher and the searched model (PyTorch and ONNX),
                   cost (MACs, latency, modeled energy), plots and ``summary.json``.
 
+``data/bad_files.json`` lists the input files that failed the header check or decoding, and the files never
+decoded (beyond ``data.max_seconds_per_speaker`` of their speaker).
+
 ``--resume`` skips completed stages and continues an interrupted stage from its last checkpoint; training
 data order and augmentations are functions of (seed, step), so a resumed run reaches the same result.
 A run folder has one writer at a time: the pipeline holds ``runs/<name>/.lock`` (an ``fcntl.flock``, so a
@@ -218,7 +221,15 @@ def stage_data(run: Run) -> dict:
     splits = {k: list(v) for k, v in e.splits.items()}
     write_json(run.stage_dir("data") / "splits.json", splits)
     bad = [{"path": b.path, "reason": b.reason} for b in e.bank.report.bad]
-    write_json(run.stage_dir("data") / "bad_files.json", bad)
+    # Files beyond a speaker's max_seconds_per_speaker are never decoded: say so, rather than let a short
+    # list of bad files suggest that everything else was checked.
+    write_json(run.stage_dir("data") / "bad_files.json", {
+        "bad": bad,
+        "not_decoded": e.bank.not_decoded,
+        "note": "'bad' lists files that failed the header check or decoding; 'not_decoded' files were only "
+                f"header-checked (their speaker already had data.max_seconds_per_speaker="
+                f"{e.config.max_seconds_per_speaker:g} s of speech)",
+    })  # fmt: skip
     return summary
 
 

@@ -85,6 +85,9 @@ class SpeakerBank:
     ) -> None:
         self.sample_rate = sample_rate
         self.report = ScanReport()
+        #: Files never decoded (their speaker already had ``max_seconds_per_speaker``): only their header
+        #: was checked, so they may still be bad.
+        self.not_decoded: list[str] = []
         by_spk: dict[str, list[Utterance]] = {}
         for u in utterances:
             by_spk.setdefault(u.speaker, []).append(u)
@@ -96,7 +99,8 @@ class SpeakerBank:
             total = 0
             for u in sorted(by_spk[spk], key=lambda u: u.path):
                 if total >= limit:
-                    break
+                    self.not_decoded.append(u.path)
+                    continue
                 self.report.n_files += 1
                 try:
                     x = audio.load(u.path, sample_rate)

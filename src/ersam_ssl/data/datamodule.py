@@ -305,6 +305,7 @@ class DataEngine:
             "val": len(self.val),
             "test": len(self.test),
             "bad_files": len(self.bank.report.bad),
+            "not_decoded": len(self.bank.not_decoded),
         }
 
 
