@@ -121,6 +121,22 @@ def librispeech_tree(tmp_path_factory: pytest.TempPathFactory, synth_source) -> 
     return root
 
 
+@pytest.fixture(scope="session")
+def folder_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``data.source=folder`` corpus that fills the tiny preset's splits: 20 speaker sub-folders, one 2 s
+    file each (a speaker-specific burst pattern of noise; no synthesis, so a pipeline reaches its checks
+    in seconds)."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("folder_corpus")
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        x = 0.1 * rng.standard_normal(2 * 16000) * (np.sin(np.arange(2 * 16000) * (3 + i) / 16000) > 0)
+        (root / f"spk{i:02d}").mkdir()
+        sf.write(root / f"spk{i:02d}" / "utt.wav", x.astype(np.float32), 16000)
+    return root
+
+
 def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)

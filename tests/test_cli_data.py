@@ -17,12 +17,12 @@ def test_data_check_lists_bad_files(tmp_path: Path, capsys):
     nan = tone(1.0)
     nan[3] = np.nan
     sf.write(tmp_path / "a" / "nan.wav", nan, 16000, subtype="FLOAT")
-    assert main(["data", "check", str(tmp_path), "--decode", "--json"]) == 0
+    assert main(["data", "check", str(tmp_path), "--decode", "--json"]) == 1  # bad files found
     out = json.loads(capsys.readouterr().out)
     assert out["files"] == 2 and out["speakers"] == 1 and out["bad_files"] == 2
     reasons = {Path(b["path"]).name: b["reason"] for b in out["bad"]}
     assert "readable" in reasons["broken.flac"] and "NaN" in reasons["nan.wav"]
-    assert main(["data", "check", str(tmp_path)]) == 0
+    assert main(["data", "check", str(tmp_path)]) == 1
     text = capsys.readouterr().out
     assert "broken.flac" in text and "hours" in text
 

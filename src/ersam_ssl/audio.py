@@ -1,13 +1,19 @@
 """Audio input/output with soundfile: decode, validate, downmix and resample to the model rate.
 
 ``torchaudio.load`` needs torchcodec/FFmpeg since torchaudio 2.9, so everything here reads through
-soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, ...). Bad input raises :class:`AudioError` carrying the file
-and a human-readable reason; callers decide whether to skip (and report) or stop.
+soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, MP3 since libsndfile 1.1, ...). Bad input raises
+:class:`AudioError` carrying the file and a human-readable reason; callers decide whether to skip (and
+report) or stop. :data:`AUDIO_EXTENSIONS` is the one list of what every reader (corpus sources, ``data
+check``, ``analyze`` of a file or a folder) treats as audio, and :func:`list_files` the one way they walk
+a folder.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,10 +25,17 @@ import torch
 import torchaudio.functional as AF
 
 SAMPLE_RATE = 16_000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+#: File extensions treated as audio everywhere. MP3 is included: libsndfile >= 1.1 decodes it (see
+#: ``soundfile.available_formats()``); with an older libsndfile an MP3 file is reported as bad, not skipped.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3")
+MP3_SUPPORTED = "MP3" in sf.available_formats()
 
 #: Shortest file accepted as speech (seconds). Shorter files are reported as bad input.
 MIN_DURATION = 0.1
+#: A channel mean this far (dB) below the loudest channel means the channels cancel each other.
+CANCEL_DB = -20.0
+
+log = logging.getLogger(__name__)
 
 
 class AudioError(Exception):
@@ -48,9 +61,61 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def is_audio_file(path: str | Path) -> bool:
+    """Whether ``path`` has one of the :data:`AUDIO_EXTENSIONS` (its content is not checked)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def list_files(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every regular file under ``root`` (sorted), following symlinked folders, and what could not be
+    followed.
+
+    ``Path.rglob`` silently drops symlink loops, dangling links and symlinked folders; a corpus check must
+    say what it did not read. Symlinked folders are entered once (a link back to an enclosing folder, or
+    a second link to a folder already read, is reported instead of looping).
+
+    Returns:
+        ``(files, problems)`` where ``problems`` holds ``(path, reason)`` for symlink loops, broken
+        symlinks and folders that cannot be listed.
+    """
+    root = Path(root)
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen = {os.path.realpath(root)}
+
+    def unreadable(e: OSError) -> None:
+        problems.append((Path(e.filename or root), f"folder not readable ({e.strerror})"))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        for d in list(dirs):
+            path = Path(folder, d)
+            real = os.path.realpath(path)
+            if real in seen:
+                dirs.remove(d)
+                inside = (os.path.realpath(folder) + os.sep).startswith(real + os.sep)
+                problems.append((path, "symlink loop: points to an enclosing folder; not followed" if inside
+                                 else f"symlink to a folder already read ({real}); not followed"))  # fmt: skip
+            else:
+                seen.add(real)
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink():
+                try:
+                    os.stat(path)
+                    reason = "not a regular file"
+                except OSError as e:
+                    reason = "symlink loop" if e.errno == errno.ELOOP else "broken symlink (target missing)"
+                problems.append((path, reason))
+    return sorted(files), sorted(problems)
+
+
 def info(path: str | Path) -> AudioInfo:
     """Read the header only. Raises :class:`AudioError` for non-audio, empty or unreadable files."""
     path = Path(path)
+    if path.suffix.lower() == ".mp3" and not MP3_SUPPORTED:
+        raise AudioError(path, f"MP3 needs libsndfile >= 1.1 (soundfile uses {sf.__libsndfile_version__})")
     try:
         if path.stat().st_size == 0:
             raise AudioError(path, "empty file (0 bytes)")
@@ -86,11 +151,40 @@ def resample(x: np.ndarray, orig_sr: int, new_sr: int = SAMPLE_RATE) -> np.ndarr
     return y.numpy()
 
 
+def downmix(x: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """Mono float32 from ``[frames, channels]``: the mean of the channels, unless they cancel.
+
+    Averaging is right for channels that carry the same sound, but a channel pair in anti-phase (one
+    microphone or cable wired with reversed polarity) averages to near silence, which would then be
+    counted as "nobody speaks". When the mean is :data:`CANCEL_DB` or more below the loudest channel,
+    that channel is returned instead (uncorrelated channels lose only 3 dB in the mean, so they are
+    unaffected).
+
+    Returns:
+        ``(mono, index of the channel used instead of the mean, or None)``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x, None
+    if x.shape[1] == 1:
+        return x[:, 0], None
+    mean = x.mean(axis=1, dtype=np.float32)
+    power = np.einsum("tc,tc->c", x, x, dtype=np.float64) / max(1, x.shape[0])
+    loud = int(np.argmax(power)) if np.isfinite(power).all() else 0
+    mean_power = float(np.dot(mean, mean.astype(np.float64))) / max(1, x.shape[0])
+    if power[loud] > 1e-10 and mean_power < power[loud] * 10.0 ** (CANCEL_DB / 10.0):
+        return np.ascontiguousarray(x[:, loud]), loud
+    return mean, None
+
+
 def sanitize(x: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
-    """Downmix to mono float32 and reject NaN/Inf or silent-by-corruption content."""
+    """Downmix to mono float32 (:func:`downmix`) and reject NaN/Inf or silent-by-corruption content."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
-        x = x.mean(axis=1, dtype=np.float32)
+        x, channel = downmix(x)
+        if channel is not None:
+            log.warning("%s: the channels cancel each other (anti-phase); using channel %d, not their mean",
+                        path, channel + 1)  # fmt: skip
     if x.ndim != 1:
         raise AudioError(path, f"unexpected array shape {x.shape}")
     if x.size == 0:
@@ -110,7 +204,8 @@ def load(
 ) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate``.
 
-    Stereo is averaged; any input rate is resampled. Raises :class:`AudioError` (with the file and the
+    Stereo is averaged (or, if the channels cancel, the louder one is used: :func:`downmix`); any input
+    rate is resampled. Raises :class:`AudioError` (with the file and the
     reason) for empty, truncated, corrupt, non-audio, NaN/Inf or too-short files.
 
     Args:
@@ -148,7 +243,7 @@ def blocks(
     pos = 0
     try:
         for x in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
-            x = x.mean(axis=1, dtype=np.float32)
+            x = downmix(x)[0]
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
             yield pos / hdr.sample_rate, resample(x, hdr.sample_rate, sample_rate)
             pos += x.shape[0]

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,18 +66,51 @@ def load_model(path: str | Path):
     checkpoint whose ``ersam_model_config`` entry was stored by a training module), in eval mode."""
     from ersam_ssl.models import CountModel
 
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = _load_blob(path)
     if blob.get("format") == "ersam_ssl.model":
-        model = CountModel.from_config(blob["config"])
-        model.load_state_dict(blob["state_dict"])
-        return model.eval()
-    if "ersam_model_config" in blob:
-        model = CountModel.from_config(blob["ersam_model_config"])
-        model.load_state_dict(_strip(blob["state_dict"], "model."))
-        return model.eval()
-    raise ValueError(
-        f"{path}: neither an ersam_ssl model file nor a checkpoint of an ersam_ssl training module"
-    )
+        config, state = blob["config"], blob["state_dict"]
+    elif "ersam_model_config" in blob:
+        config, state = blob["ersam_model_config"], _strip(blob["state_dict"], "model.")
+    else:
+        raise ValueError(
+            f"{path}: neither an ersam_ssl model file nor a checkpoint of an ersam_ssl training module"
+        )
+    model = CountModel.from_config(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not fit its architecture ({_first_line(e)})") from e
+    return model.eval()
+
+
+def _load_blob(path: str | Path) -> dict:
+    """``torch.load(path, weights_only=True)`` of a dict; anything else is a ``ValueError`` naming the file.
+
+    A model path is user input: a file of another kind must give a one-line reason, and a pickle holding
+    more than tensors and plain containers is refused (unpickling it could run arbitrary code).
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if code:
+            raise ValueError(
+                f"{path}: refused: it references Python code ({code[1]}) that unpickling would run; "
+                "ersam_ssl model files and checkpoints hold weights only (torch.load weights_only=True)"
+            ) from e
+        raise ValueError(f"{path}: not a PyTorch model file or checkpoint (not a weights-only pickle)") from e
+    except (RuntimeError, EOFError, KeyError, UnicodeDecodeError, AttributeError) as e:
+        raise ValueError(
+            f"{path}: not a PyTorch model file or checkpoint ({type(e).__name__}: {_first_line(e)})"
+        ) from e
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: holds a {type(blob).__name__}, not an ersam_ssl model file or checkpoint")
+    return blob
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -88,7 +123,9 @@ def _state_dict_of(source: str | Path | dict | nn.Module) -> dict[str, torch.Ten
         return source.state_dict()
     if isinstance(source, dict) and "state_dict" not in source and "format" not in source:
         return source
-    blob = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
+    blob = source if isinstance(source, dict) else _load_blob(source)
+    if "state_dict" not in blob:
+        raise ValueError(f"{source}: no 'state_dict'; not an ersam_ssl model file or checkpoint")
     state = blob["state_dict"]
     if blob.get("format") == "ersam_ssl.model":
         return state

@@ -22,6 +22,26 @@ class ConfigError(ValueError):
     """An unknown key or a value of the wrong type in a config file or override."""
 
 
+def check_at_least(section: str, cfg: Any, minimum: float, *names: str) -> None:
+    """Raise :class:`ConfigError` naming the first of ``cfg``'s fields ``names`` below ``minimum``.
+
+    The ``validate()`` methods call this so that an out-of-range value (``teacher.steps=-3``) stops a
+    run before it writes anything, instead of failing in the stage that uses it.
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{section}.{name}={value}: must be >= {minimum:g}")
+
+
+def check_positive(section: str, cfg: Any, *names: str) -> None:
+    """Raise :class:`ConfigError` naming the first of ``cfg``'s fields ``names`` that is not > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{section}.{name}={value}: must be > 0")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain-dict view of a (nested) config dataclass."""
     return dataclasses.asdict(cfg)

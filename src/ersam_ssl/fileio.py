@@ -3,17 +3,21 @@
 Every writer in the library goes through :func:`atomic_path`: write to a unique temporary file in the
 destination folder, ``fsync``, then ``os.replace`` it over the destination (atomic on POSIX and Windows
 within one file system); on any error the temporary file is removed and the destination is untouched.
+A run folder has one writer at a time: :func:`exclusive_lock`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -60,3 +64,49 @@ def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
     """Atomically write ``json.dumps(obj, **dumps_kwargs)`` (default ``indent=1``) plus a newline."""
     dumps_kwargs.setdefault("indent", 1)
     return write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+class LockHeldError(OSError):
+    """Another process holds the lock (the message names its PID when it recorded one)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, what: str = "") -> Iterator[Path]:
+    """Hold an exclusive, non-blocking ``fcntl.flock`` on ``path`` (created if missing) for the ``with`` block.
+
+    The lock belongs to an open file descriptor, so the kernel releases it when the process exits or is
+    killed (no stale lock after a crash, unlike a lock that is a file's existence). The holder writes its
+    PID into the file so a refused process can name it. The file itself is never deleted: unlinking it
+    while another process waits on it would let two processes hold "the" lock on two different files.
+    On platforms without ``fcntl`` (Windows) nothing is locked and a warning is logged.
+
+    Args:
+        path: the lock file.
+        what: what the lock protects, for the error message (default: the lock file's folder).
+
+    Raises:
+        LockHeldError: another process holds the lock.
+    """
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        log.warning("no fcntl on this platform: %s is not locked against a second writer", path.parent)
+        yield path
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            by = f"PID {holder}" if holder.isdigit() else "another process"
+            raise LockHeldError(
+                f"{what or path.parent} is in use by {by} (lock {path}); wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock

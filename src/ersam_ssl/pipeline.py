@@ -18,17 +18,23 @@ Stages (each writes ``runs/<name>/<stage>/`` and a ``result.json`` when complete
                   per evaluation domain (clinical, clean, conversational by default), cost (MACs, latency,
                   modeled energy), plots and ``summary.json``.
 
+``data/bad_files.json`` lists the input files that failed the header check or decoding, and the files never
+decoded (beyond ``data.max_seconds_per_speaker`` of their speaker).
+
 ``--resume`` skips completed stages and continues an interrupted stage from its last checkpoint; training
 data order and augmentations are functions of (seed, step), so a resumed run reaches the same result.
+A run folder has one writer at a time: the pipeline holds ``runs/<name>/.lock`` (an ``fcntl.flock``, so a
+crash releases it) while it runs, and a second process on the same run name (``--resume``, ``--overwrite``)
+is refused with the holder's PID before it changes anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,8 +44,9 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ersam_ssl import config as cfglib
+from ersam_ssl.cli import add_debug_flag, run_command
 from ersam_ssl.data import DataConfig, DataEngine
-from ersam_ssl.fileio import write_json, write_text
+from ersam_ssl.fileio import exclusive_lock, write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.trainer import TrainerConfig
 
@@ -69,8 +76,8 @@ class PretrainStage:
     def validate(self) -> None:
         if self.method not in ("mixture", "simclr", "byol", "none"):
             raise ValueError(f"pretrain.method={self.method!r}: choose mixture, simclr, byol or none")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError("pretrain.steps must be >= 0 and pretrain.batch_size >= 1")
+        cfglib.check_at_least("pretrain", self, 1, "steps", "batch_size")
+        cfglib.check_positive("pretrain", self, "lr", "temperature")
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,11 @@ class TeacherStage:
             raise ValueError(f"teacher.method={self.method!r}: choose none, fixmatch, supervised or replay")
         if self.arch not in ("largest", "default", "smallest"):
             raise ValueError(f"teacher.arch={self.arch!r}: choose largest, default or smallest")
+        cfglib.check_at_least("teacher", self, 1, "steps", "labeled_batch_size", "unlabeled_batch_size")
+        cfglib.check_positive("teacher", self, "lr")
+        cfglib.check_at_least("teacher", self, 0, "lambda_u")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"teacher.threshold={self.threshold}: must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -227,7 +239,15 @@ def stage_data(run: Run) -> dict:
     splits = {k: list(v) for k, v in e.splits.items()}
     write_json(run.stage_dir("data") / "splits.json", splits)
     bad = [{"path": b.path, "reason": b.reason} for b in e.bank.report.bad]
-    write_json(run.stage_dir("data") / "bad_files.json", bad)
+    # Files beyond a speaker's max_seconds_per_speaker are never decoded: say so, rather than let a short
+    # list of bad files suggest that everything else was checked.
+    write_json(run.stage_dir("data") / "bad_files.json", {
+        "bad": bad,
+        "not_decoded": e.bank.not_decoded,
+        "note": "'bad' lists files that failed the header check or decoding; 'not_decoded' files were only "
+                f"header-checked (their speaker already had data.max_seconds_per_speaker="
+                f"{e.config.max_seconds_per_speaker:g} s of speech)",
+    })  # fmt: skip
     return summary
 
 
@@ -428,9 +448,21 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     # Under DDP, Lightning re-runs this script once per extra rank (and torchrun/SLURM start every rank):
     # only rank 0 owns the run folder; the other ranks run the same stages and join every fit().
     rank_zero = rank_zero_only.rank == 0
-    if rank_zero:
-        _prepare_run_dir(cfg, resume, overwrite)
     run = Run(cfg, writes=rank_zero)
+    # Everything that can be checked cheaply is checked before the run folder is touched, so a corrected
+    # command is not refused because a failed one left a config.yaml behind.
+    if rank_zero:
+        _check_run_dir(cfg, resume, overwrite)
+    run.engine.check()
+    with contextlib.ExitStack() as held:
+        if rank_zero:
+            held.enter_context(exclusive_lock(cfg.out_dir / LOCK_FILE, what=f"run folder {cfg.out_dir}"))
+            _prepare_run_dir(cfg, resume, overwrite)
+        return _run_stages(run, resume, rank_zero)
+
+
+def _run_stages(run: Run, resume: bool, rank_zero: bool) -> dict:
+    cfg = run.cfg
     tracker = None
     if cfg.trainer.wandb and rank_zero:
         from ersam_ssl import tracking
@@ -480,21 +512,47 @@ RESUME_FREE_KEYS = frozenset(
 )  # fmt: skip
 
 
-def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    """Create (or, with ``overwrite``, recreate) ``runs/<name>``; refuse to mix configs on ``resume``."""
-    if cfg.out_dir.exists() and not (resume or overwrite):
+#: The lock file a running pipeline holds in its run folder (see :func:`ersam_ssl.fileio.exclusive_lock`).
+LOCK_FILE = ".lock"
+
+
+def _has_outputs(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds anything besides the lock file (a folder with only that never ran)."""
+    return out_dir.is_dir() and any(p.name != LOCK_FILE for p in out_dir.iterdir())
+
+
+def _check_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse (without writing) an existing run without --resume/--overwrite, or a resume with another config."""
+    if cfg.out_dir.exists() and not cfg.out_dir.is_dir():
+        raise FileExistsError(f"{cfg.out_dir} is a file; choose another name= or out_root=")
+    if _has_outputs(cfg.out_dir) and not (resume or overwrite):
         raise FileExistsError(
             f"{cfg.out_dir} exists: pass --resume to continue it or --overwrite to start over"
         )
-    if overwrite and cfg.out_dir.exists():
-        shutil.rmtree(cfg.out_dir)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
     saved = cfg.out_dir / "config.yaml"
-    if resume and saved.is_file():
+    if resume and not overwrite and saved.is_file():
         changed = sorted(set(cfglib.flatten(cfglib.diff(cfg, load_config(saved)))) - RESUME_FREE_KEYS)
         if changed:
             raise ValueError(f"--resume with a different config than {saved} ({', '.join(changed)}); "
                              "start a new run name instead")  # fmt: skip
+
+
+def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Create (or, with ``overwrite``, empty) ``runs/<name>``; refuse to mix configs on ``resume``.
+
+    Called with the run folder's lock held, so ``overwrite`` never deletes the files of a running run.
+    """
+    _check_run_dir(cfg, resume, overwrite)
+    if overwrite:
+        for child in cfg.out_dir.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    saved = cfg.out_dir / "config.yaml"
     cfglib.save(cfg, saved)
     write_text(cfg.out_dir / "config.diff.yaml", _yaml(cfglib.diff(cfg)))
 
@@ -542,11 +600,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue runs/<name> (skips finished stages)")
     p.add_argument("--overwrite", action="store_true", help="delete runs/<name> first")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.labels_per_class=5")
+    add_debug_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    """``python recipes/run.py``: errors are one line on stderr (``--debug`` shows the traceback)."""
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = list(args.overrides)
     if args.stages:

@@ -3,6 +3,16 @@
 Writes ``windows.csv``, ``summary.json`` and ``timeline.png`` to ``DIR`` (for a folder: one sub-folder per
 recording plus a combined ``summary.csv``). MODEL is an exported ``.onnx`` file (ONNX Runtime) or a model
 file / Lightning checkpoint (PyTorch).
+
+Damaged input is analysed as far as it decodes and reported: what was lost (seconds unreadable or
+missing, NaN/Inf samples, a file too short for a window) is printed to stderr and recorded in
+summary.json ("status": "partial", "problems": [...]); a folder lists every file it could not analyse.
+
+Exit codes:
+  0  complete: every recording analysed in full
+  1  nothing analysed: the recording (or every recording of the folder) is unreadable
+  2  error in the arguments, the model file or the output folder (nothing analysed)
+  3  partial: results written, but part of the input was lost (see stderr and summary.json / summary.csv)
 """
 
 from __future__ import annotations
@@ -21,6 +31,10 @@ from ersam_ssl.analysis.recording import (
     analyze_recording,
     load_counter,
 )
+from ersam_ssl.cli import add_debug_flag, run_command
+
+#: Exit codes (see the module docstring, which is also ``--help``).
+EXIT_COMPLETE, EXIT_UNREADABLE, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,46 +59,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse a final partial window (zero-padded) holding at least this many s")  # fmt: skip
     p.add_argument("--no-plot", action="store_true", help="skip timeline.png")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_debug_flag(p)
     return p
 
 
-def _progress(name: str, quiet: bool):
-    last = [0.0]
+class _Progress:
+    """``progress(done_s, total_s)`` callback drawing one self-overwriting stderr line every 2 s."""
 
-    def report(done: float, total: float) -> None:
+    def __init__(self, name: str, quiet: bool) -> None:
+        self.name, self.quiet = name, quiet
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, done: float, total: float) -> None:
         now = time.monotonic()
-        if quiet or now - last[0] < 2.0:
+        if self.quiet or now - self.last < 2.0:
             return
-        last[0] = now
+        self.last = now
         pct = 100.0 * done / total if total > 0 else 100.0
-        print(
-            f"\r{name}: {done / 60:.1f}/{total / 60:.1f} min ({pct:.0f}%)",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"\r{self.name}: {done / 60:.1f}/{total / 60:.1f} min ({pct:.0f}%)", end="", file=sys.stderr,
+              flush=True)  # fmt: skip
+        self.drawn = True
 
-    return report
+    def end_line(self) -> None:
+        """Finish the progress line so the next message starts on its own line."""
+        if self.drawn:
+            print(file=sys.stderr)
+            self.drawn = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     from ersam_ssl import audio
 
     src = Path(args.input)
     if not src.exists():
         print(f"error: {src} does not exist", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
+        return EXIT_ERROR
     try:
         vad = VadConfig(args.vad_threshold_db, args.vad_min_active, enabled=not args.no_vad)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     try:
         counter = load_counter(args.model, args.threads)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: cannot load model {args.model}: {e}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as e:  # both name the file
+        print(f"error: cannot load the model: {e}", file=sys.stderr)
+        return EXIT_ERROR
     common = dict(window=args.window, hop=args.hop, vad=vad, batch_size=args.batch, threads=args.threads,
                   min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip
     if src.is_dir():
@@ -92,28 +120,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = analyze_folder(src, counter, args.out, **common)
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_ERROR
         ok = [r for r in rows if r["status"] != "error"]
         print(f"analysed {len(ok)}/{len(rows)} recording(s) → {Path(args.out) / 'summary.csv'}")
         for r in rows:
-            if r["status"] != "ok":
+            if r["reason"]:
                 print(f"  {r['status']}: {r['file']}: {r['reason']}")
-        return 0 if ok else 1
+        if not ok:
+            return EXIT_UNREADABLE
+        return EXIT_COMPLETE if all(r["status"] == "ok" for r in rows) else EXIT_PARTIAL
+    progress = _Progress(src.name, args.quiet)
     try:
-        s = analyze_recording(src, counter, args.out, progress=_progress(src.name, args.quiet), **common)
+        s = analyze_recording(src, counter, args.out, progress=progress, **common)
     except audio.AudioError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:
+        progress.end_line()
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        print(file=sys.stderr)
+        return EXIT_UNREADABLE
+    except ValueError as e:
+        progress.end_line()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    progress.end_line()
+    for problem in s.problems:
+        print(f"partial: {src.name}: {problem}", file=sys.stderr)
+    for warning in s.warnings:
+        print(f"warning: {src.name}: {warning}", file=sys.stderr)
     shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in s.level_share.items())
-    print(f"{src.name}: {s.hours_analysed:.3f} h in {s.windows} windows ({100 * s.gated_share:.0f}% gated, "
-          f"{s.unreadable_windows} unreadable), mean count {s.mean_count:.2f}; {shares}; "
-          f"{s.real_time_factor:.0f}x real time → {args.out}")  # fmt: skip
-    return 0
+    print(f"{src.name}: {s.status}, {s.hours_analysed:.3f} h in {s.windows} windows "
+          f"({100 * s.gated_share:.0f}% gated, {s.unreadable_windows} unreadable, "
+          f"{s.input['unreadable_s']:.1f} s of {s.input['duration_s']:.1f} s lost), mean count {s.mean_count:.2f}; "
+          f"{shares}; {s.real_time_factor:.0f}x real time → {args.out}")  # fmt: skip
+    return EXIT_PARTIAL if s.problems else EXIT_COMPLETE
 
 
 if __name__ == "__main__":  # pragma: no cover

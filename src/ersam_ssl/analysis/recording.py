@@ -79,6 +79,8 @@ class StreamReport:
         nonfinite_samples: NaN/Inf samples replaced by silence.
         truncated_at_s: where decoding stopped early (the header promised more frames), else None.
         decoded_s: seconds of audio delivered (including replaced spans).
+        antiphase_s: seconds whose channels cancel each other (anti-phase): the loudest channel was used
+            instead of their mean (:func:`ersam_ssl.audio.downmix`).
     """
 
     path: str
@@ -91,14 +93,23 @@ class StreamReport:
     nonfinite_samples: int = 0
     truncated_at_s: float | None = None
     decoded_s: float = 0.0
+    antiphase_s: float = 0.0
 
     @property
     def duration_s(self) -> float:
         return self.header_frames / self.sample_rate
 
+    @property
+    def unreadable_s(self) -> float:
+        """Seconds of the recording that could not be decoded: unreadable spans plus a missing end."""
+        spans = sum(b - a for a, b in self.unreadable)
+        missing = self.duration_s - self.truncated_at_s if self.truncated_at_s is not None else 0.0
+        return spans + max(0.0, missing)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["duration_s"] = self.duration_s
+        d["unreadable_s"] = round(self.unreadable_s, 3)
         d["unreadable"] = [[round(a, 3), round(b, 3)] for a, b in self.unreadable]
         return d
 
@@ -152,8 +163,10 @@ class _SalvagingReader:
             self._file = None
 
     def _decode(self, f: sf.SoundFile, n: int) -> np.ndarray:
-        x = f.read(n, dtype="float32", always_2d=True)
-        return x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+        x, channel = audio.downmix(f.read(n, dtype="float32", always_2d=True))
+        if channel is not None:
+            self.report.antiphase_s += x.shape[0] / self.report.sample_rate
+        return x
 
     def read(self, n: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
         """Up to ``n`` frames from the current position: ``(mono, corrupt mask or None, end_of_stream)``."""
@@ -550,7 +563,10 @@ class OnnxCounter:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ... derive from Exception only
+            raise ValueError(f"{self.path}: not a usable ONNX model ({_short(e)})") from e
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = read_onnx_config(self.path, meta)
         self.head = CountModel.from_config(self.config).head.eval()
@@ -684,6 +700,11 @@ class Summary:
         level_share / level_hours: time per ambiance level (shares sum to 1); ``count_share`` per count.
         wall_time_s / real_time_factor: analysis time and decoded seconds per wall-clock second.
         outputs: paths of the files written.
+        status: ``"ok"``, or ``"partial"`` when part of the recording was lost (see ``problems``): the
+            statistics then describe only what could be read.
+        problems: one human-readable line per loss (seconds unreadable or missing, NaN/Inf samples
+            replaced by silence, a recording too short for any window); empty when ``status == "ok"``.
+        warnings: input that was repaired without loss (channels in anti-phase: the loudest one used).
         table: every window (:class:`WindowTable`).
     """
 
@@ -705,6 +726,9 @@ class Summary:
     wall_time_s: float
     real_time_factor: float
     outputs: dict[str, str]
+    status: str = "ok"
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     table: WindowTable | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -755,6 +779,36 @@ def summarize_windows(table: WindowTable, levels: AmbianceLevels, num_classes: i
         },
         "count_share": {str(k): share(counted & (table.count == k)) for k in range(num_classes)},
     }
+
+
+def input_problems(report: StreamReport, windows: int, min_tail: float) -> list[str]:
+    """What part of a recording an analysis lost, one line each (empty: nothing was lost).
+
+    A damaged recording still gets a full analysis of what decodes; these lines are how the caller (and
+    ``summary.json``) learns that the figures cover less than the file.
+    """
+    problems = []
+    if report.truncated_at_s is not None:
+        missing = report.duration_s - report.truncated_at_s
+        problems.append(f"truncated: {missing:.1f} s of {report.duration_s:.1f} s unreadable after "
+                        f"{report.truncated_at_s:.1f} s")  # fmt: skip
+    if report.unreadable:
+        spans = sum(b - a for a, b in report.unreadable)
+        problems.append(f"{len(report.unreadable)} unreadable span(s), {spans:.1f} s replaced by silence")
+    if report.nonfinite_samples:
+        problems.append(f"{report.nonfinite_samples} NaN/Inf samples replaced by silence")
+    if windows == 0:
+        problems.append(f"too short: {report.decoded_s:.3f} s of audio, less than min_tail={min_tail:g} s; "
+                        "no window analysed")  # fmt: skip
+    return problems
+
+
+def input_warnings(report: StreamReport) -> list[str]:
+    """What was repaired in a recording without losing it, one line each (see :class:`StreamReport`)."""
+    if report.antiphase_s > 0:
+        return [f"the channels cancel each other (anti-phase) in {report.antiphase_s:.1f} s; the loudest "
+                "channel was analysed there instead of their silent mean"]  # fmt: skip
+    return []
 
 
 def window_rows(t: WindowTable, levels: AmbianceLevels) -> Iterator[list[Any]]:
@@ -902,6 +956,7 @@ def analyze_recording(
 
         png = plot_timeline(table, levels, out_dir / "timeline.png", title=Path(path).name)
         outputs["timeline_png"] = str(png)
+    problems = input_problems(report, len(table), min_tail)
     summary = Summary(
         input=input_info,
         model=counter.info(),
@@ -909,6 +964,9 @@ def analyze_recording(
         wall_time_s=wall,
         real_time_factor=(report.decoded_s / wall) if wall > 0 else math.inf,
         outputs=outputs,
+        status="partial" if problems else "ok",
+        problems=problems,
+        warnings=input_warnings(report),
         table=table,
         **stats,
     )
@@ -972,9 +1030,8 @@ SUMMARY_CSV_COLUMNS = (
 
 
 def find_recordings(folder: str | Path) -> list[Path]:
-    """Audio files under ``folder`` (recursive, sorted), by extension."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS)
+    """Audio files under ``folder`` (recursive, sorted, following symlinked folders), by extension."""
+    return [p for p in audio.list_files(folder)[0] if audio.is_audio_file(p)]
 
 
 def _out_name(rel: Path, taken: set[str]) -> str:
@@ -996,23 +1053,32 @@ def analyze_folder(
 ) -> list[dict[str, Any]]:
     """Analyse every recording under ``folder`` into ``out_dir/<stem>/`` and write ``out_dir/summary.csv``.
 
-    Files that cannot be read are reported (status ``error`` with the reason) and skipped. The model is
-    loaded once. ``kwargs`` go to :func:`analyze_recording`.
+    Files that cannot be read (and symlink loops or broken links) are reported (status ``error`` with the
+    reason) and skipped; damaged recordings are analysed as far as they decode (status ``partial``). The
+    model is loaded once. ``kwargs`` go to :func:`analyze_recording`.
 
     Returns:
         One row per file (the rows of ``summary.csv``; ``summary`` holds the :class:`Summary` if analysed).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     folder, out_dir = Path(folder), Path(out_dir)
-    files = find_recordings(folder)
+    found, unfollowed = audio.list_files(folder)
+    files = [p for p in found if audio.is_audio_file(p)]
     if not files:
-        raise FileNotFoundError(f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) under {folder}")
+        hint = f"; not readable: {unfollowed[0][0]}: {unfollowed[0][1]}" if unfollowed else ""
+        raise FileNotFoundError(f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) under {folder}{hint}")
     counter = load_counter(model, kwargs.get("threads", 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     rows: list[dict[str, Any]] = []
-    for f in files:
+    # Symlink loops and broken links are listed (status "error") with the files, in path order.
+    entries: list[tuple[Path, str | None]] = sorted([(f, None) for f in files] + list(unfollowed))
+    for f, unreadable in entries:
         rel = f.relative_to(folder)
+        if unreadable is not None:
+            rows.append({"file": str(rel), "out_dir": "", "status": "error", "reason": unreadable})
+            log(f"skipped {rel}: {unreadable}")
+            continue
         sub = out_dir / _out_name(rel, taken)
         row: dict[str, Any] = {"file": str(rel), "out_dir": str(sub), "status": "ok", "reason": ""}
         try:
@@ -1024,16 +1090,9 @@ def analyze_folder(
             row.update(status="error", reason=_short(e))
             log(f"skipped {rel}: {_short(e)}")
         else:
-            problems = []
-            if s.input.get("unreadable"):
-                problems.append(f"{len(s.input['unreadable'])} unreadable span(s)")
-            if s.input.get("truncated_at_s") is not None:
-                problems.append(f"truncated at {s.input['truncated_at_s']:.1f} s")
-            if s.input.get("nonfinite_samples"):
-                problems.append(f"{s.input['nonfinite_samples']} NaN/Inf samples")
-            if problems:
-                row.update(status="partial", reason="; ".join(problems))
-                log(f"{rel}: {'; '.join(problems)}")
+            if s.problems or s.warnings:
+                row.update(status=s.status, reason="; ".join(s.problems + s.warnings))
+                log(f"{rel}: {row['reason']}")
             row.update(
                 duration_s=round(s.input["duration_s"], 3),
                 hours_analysed=round(s.hours_analysed, 6),

@@ -25,12 +25,12 @@ from ersam_ssl.data.sources import (
     detect_source,
     open_source,
 )
-from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
+from ersam_ssl.data.splits import ALL_LABELS, check_disjoint, label_budget, speaker_splits
 from ersam_ssl.data.stream import MixtureStreamDataModule, StreamSampler, stream_dataset
 from ersam_ssl.data.synth import SynthSpeechSource, voice_catalog
 
 __all__ = [
-    "VIEWS", "AmbianceLevels", "DataConfig", "DataEngine", "FileCountDataset", "FolderSource",
+    "ALL_LABELS", "VIEWS", "AmbianceLevels", "DataConfig", "DataEngine", "FileCountDataset", "FolderSource",
     "CombinedSource", "LibriCountSource", "LibriSpeechSource", "MixtureStreamDataModule", "StreamSampler",
     "stream_dataset", "Mixture", "MixtureConfig", "MixtureDataset", "SAMDataModule",
     "SCENARIOS", "SOURCES", "ScanReport", "ScenarioConfig", "ScenarioRenderer", "Source", "SpeakerBank",

@@ -67,7 +67,10 @@ class SpeakerBank:
         utterances: utterances to decode (typically ``source.utterances``).
         max_seconds_per_speaker: stop adding a speaker's utterances after this much speech (bounds
             memory for large corpora such as LibriSpeech train-clean-100).
-        min_seconds_per_speaker: speakers with less usable speech are dropped (and reported).
+        min_seconds_per_speaker: speakers with less usable speech are dropped (and reported); with 0, a
+            speaker is still dropped when none of its files decodes.
+        allow_empty: return an empty bank instead of raising ``ValueError`` when no speaker is left (for
+            a corpus check that only lists what is wrong).
 
     Files that fail to decode are skipped and listed in ``report.bad`` with their reason.
     """
@@ -78,9 +81,13 @@ class SpeakerBank:
         max_seconds_per_speaker: float = 60.0,
         min_seconds_per_speaker: float = 1.0,
         sample_rate: int = audio.SAMPLE_RATE,
+        allow_empty: bool = False,
     ) -> None:
         self.sample_rate = sample_rate
         self.report = ScanReport()
+        #: Files never decoded (their speaker already had ``max_seconds_per_speaker``): only their header
+        #: was checked, so they may still be bad.
+        self.not_decoded: list[str] = []
         by_spk: dict[str, list[Utterance]] = {}
         for u in utterances:
             by_spk.setdefault(u.speaker, []).append(u)
@@ -92,7 +99,8 @@ class SpeakerBank:
             total = 0
             for u in sorted(by_spk[spk], key=lambda u: u.path):
                 if total >= limit:
-                    break
+                    self.not_decoded.append(u.path)
+                    continue
                 self.report.n_files += 1
                 try:
                     x = audio.load(u.path, sample_rate)
@@ -106,17 +114,15 @@ class SpeakerBank:
                     continue
                 parts.append(y[: limit - total])
                 total += parts[-1].size
-            if total < min_seconds_per_speaker * sample_rate:
-                if parts or by_spk[spk]:
-                    self.report.add_bad(
-                        f"speaker {spk}",
-                        f"only {total / sample_rate:.2f} s of usable speech; speaker dropped",
-                    )
+            if not parts or total < min_seconds_per_speaker * sample_rate:
+                self.report.add_bad(
+                    f"speaker {spk}", f"only {total / sample_rate:.2f} s of usable speech; speaker dropped"
+                )
                 continue
             cat = np.concatenate(parts)
             self._audio[spk] = np.round(cat * 32767.0).astype(np.int16)
             self.sex[spk] = by_spk[spk][0].sex
-        if not self._audio:
+        if not self._audio and not allow_empty:
             raise ValueError(f"no speaker has usable speech ({len(self.report.bad)} bad files)")
 
     @classmethod

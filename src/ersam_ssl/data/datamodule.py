@@ -18,6 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from ersam_ssl.config import check_at_least, check_positive
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.bank import SpeakerBank
 from ersam_ssl.data.levels import AmbianceLevels
@@ -25,7 +26,7 @@ from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureData
 from ersam_ssl.data.sampling import EpochSampler
 from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
 from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source, open_source
-from ersam_ssl.data.splits import check_disjoint, label_budget, speaker_splits
+from ersam_ssl.data.splits import ALL_LABELS, check_disjoint, label_budget, speaker_splits
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class DataConfig:
             ``("test-clean:test",)``; other speakers are split by ``split_fractions``.
         split_fractions: train/val/test/babble shares of the speakers.
         pool_size: train-pool mixtures (labeled budget + unlabeled rest), balanced over counts.
-        labels_per_class: few-label budget per count class; ``-1`` = every pool clip is labeled.
+        labels_per_class: few-label budget per count class; ``-1`` (:data:`ALL_LABELS`) = every pool clip
+            is labeled. Other negative values are errors, so a typo cannot turn a few-label experiment into
+            a fully supervised one.
         labeled_scenario / unlabeled_scenario / test_scenario: acoustic domain of each part; the default
             is the shifted "clinical" domain everywhere except where a study says otherwise.
         train_scenario / train_conversation_prob: domain and conversational share of the streamed
@@ -104,6 +107,27 @@ class DataConfig:
                 raise ValueError(
                     f"data.extra_sources entry {entry!r}: use 'synth' or 'librispeech|folder:/root'"
                 )
+        if self.labels_per_class < ALL_LABELS:
+            raise ValueError(
+                f"data.labels_per_class={self.labels_per_class}: give a budget >= 0 per count class, or "
+                f"{ALL_LABELS} to label every pool clip"
+            )
+        check_at_least("data", self, 1, "pool_size", "val_size", "test_size", "batch_size",
+                       "unlabeled_batch_size", "synth_speakers")  # fmt: skip
+        check_at_least("data", self, 0, "num_workers", "min_epoch_items")
+        check_positive("data", self, "synth_seconds", "max_seconds_per_speaker")
+        # The pool is balanced over counts (item i holds i mod num_classes speakers).
+        per_class = self.pool_size // self.mixture.num_classes
+        if self.labels_per_class > per_class:
+            raise ValueError(
+                f"data.labels_per_class={self.labels_per_class} exceeds the pool: data.pool_size="
+                f"{self.pool_size} holds {per_class} clips per count class ({self.mixture.num_classes} "
+                f"classes); raise data.pool_size to at least {self.labels_per_class * self.mixture.num_classes}"
+            )
+        if any(f < 0 for f in self.split_fractions):
+            raise ValueError(
+                f"data.split_fractions={list(self.split_fractions)}: train/val/test/babble shares must be >= 0"
+            )
         if not 0.0 <= self.train_conversation_prob <= 1.0:
             raise ValueError(
                 f"data.train_conversation_prob={self.train_conversation_prob} is not a probability"
@@ -166,12 +190,40 @@ class DataEngine:
 
     @cached_property
     def splits(self) -> dict[str, list[str]]:
+        return self._split(self.bank.speakers)
+
+    def check(self) -> None:
+        """Cheap pre-flight check of the data: open the source(s) (file headers only, no decoding) and
+        check that their speakers fill the splits; a LibriCount ``test_root`` is opened too.
+
+        Run before a pipeline writes anything, so a missing or empty root, a corpus with too few speakers
+        or an unusable test folder is reported at once (speakers whose files all fail to decode can still
+        make the splits too small later, when the bank is built).
+
+        Raises:
+            FileNotFoundError: a root is missing or holds no usable audio.
+            ValueError: a split would get fewer speakers than ``mixture.max_speakers``.
+        """
+        speakers = self.source.speakers()
+        try:
+            self._split(speakers)
+        except ValueError as e:
+            where = self.config.root or f"{self.config.source} corpus"
+            raise ValueError(f"{where}: {len(speakers)} speaker(s) found; {e}") from e
+        if self.config.test_root:
+            self.test_source  # noqa: B018 - opening it checks it
+
+    @cached_property
+    def test_source(self) -> LibriCountSource:
+        return LibriCountSource(self.config.test_root)
+
+    def _split(self, speakers: list[str]) -> dict[str, list[str]]:
         cfg = self.config
         subset_of = {u.speaker: u.subset for u in self.source.utterances}
         subsets = dict(e.split(":", 1) for e in cfg.subset_splits) if cfg.subset_splits else None
         k = cfg.mixture.max_speakers
         splits = speaker_splits(
-            self.bank.speakers,
+            speakers,
             dict(zip(("train", "val", "test", "babble"), cfg.split_fractions)),
             seed=cfg.seed,
             subsets=subsets,
@@ -274,7 +326,7 @@ class DataEngine:
     def test(self) -> Dataset:
         cfg = self.config
         if cfg.test_root:
-            return FileCountDataset(LibriCountSource(cfg.test_root), cfg.mixture.num_samples)
+            return FileCountDataset(self.test_source, cfg.mixture.num_samples)
         return self.mixtures("test", cfg.test_size, cfg.test_scenario)
 
     @property
@@ -292,6 +344,7 @@ class DataEngine:
             "val": len(self.val),
             "test": len(self.test),
             "bad_files": len(self.bank.report.bad),
+            "not_decoded": len(self.bank.not_decoded),
         }
 
 

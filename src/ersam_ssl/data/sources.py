@@ -111,8 +111,15 @@ def _probe(path: Path, report: ScanReport) -> audio.AudioInfo | None:
     return hdr
 
 
-def _audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_EXTENSIONS)
+def _audio_files(root: Path, report: ScanReport | None = None) -> list[Path]:
+    """Audio files under ``root``; symlink loops and broken links go to ``report`` (see
+    :func:`ersam_ssl.audio.list_files`)."""
+    files, problems = audio.list_files(root)
+    if report is not None:
+        for path, reason in problems:
+            report.n_files += 1
+            report.add_bad(path, reason)
+    return [p for p in files if audio.is_audio_file(p)]
 
 
 _LIBRI_NAME = re.compile(r"^(?P<spk>[^-/]+)-(?P<chap>[^-/]+)-(?P<utt>[^-/]+)$")
@@ -155,7 +162,7 @@ class LibriSpeechSource(Source):
         wanted = set(subsets) if subsets else None
         report = ScanReport()
         utts: list[Utterance] = []
-        for path in _audio_files(root):
+        for path in _audio_files(root, report):
             rel = path.relative_to(root).parts
             m = _LIBRI_NAME.match(path.stem)
             if len(rel) < 3 or m is None or rel[-3] != m["spk"] or rel[-2] != m["chap"]:
@@ -198,7 +205,7 @@ class LibriCountSource(Source):
             raise FileNotFoundError(f"LibriCount root {root} is not a directory")
         report = ScanReport()
         utts: list[Utterance] = []
-        for path in _audio_files(root):
+        for path in _audio_files(root, report):
             m = _COUNT_NAME.match(path.name)
             if m is None:
                 report.n_files += 1
@@ -229,7 +236,7 @@ class LibriCountSource(Source):
 
 @SOURCES.register("folder")
 class FolderSource(Source):
-    """Any folder of WAV/FLAC/OGG files, or a ``manifest.csv``.
+    """Any folder of audio files (:data:`ersam_ssl.audio.AUDIO_EXTENSIONS`), or a ``manifest.csv``.
 
     Folder mode: the speaker is the first sub-folder under ``root`` (files directly in ``root`` get the
     speaker ``"<stem>"``). Manifest mode: a CSV with a ``path`` column (relative to the manifest or
@@ -266,8 +273,12 @@ class FolderSource(Source):
                         )
                     )
         elif root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                if path.suffix.lower() not in audio.AUDIO_EXTENSIONS:
+            files, problems = audio.list_files(root)
+            for path, reason in problems:
+                report.n_files += 1
+                report.add_bad(path, reason)
+            for path in files:
+                if not audio.is_audio_file(path):
                     if path.suffix.lower() not in (".txt", ".json", ".csv", ".md"):
                         report.n_files += 1
                         report.add_bad(path, f"not an audio file extension ({path.suffix or 'none'})")

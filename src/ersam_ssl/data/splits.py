@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 SPLITS = ("train", "val", "test", "babble")
+#: ``labels_per_class`` value meaning "every pool item is labeled" (the fully supervised reference).
+ALL_LABELS = -1
 
 
 def _stable_key(seed: int, speaker: str) -> str:
@@ -99,7 +101,8 @@ def label_budget(
 
     Args:
         labels: the (hidden) label of every pool item.
-        per_class: labeled items per class; ``-1`` labels everything (the fully supervised reference).
+        per_class: labeled items per class; ``-1`` (:data:`ALL_LABELS`) labels everything (the fully
+            supervised reference); any other negative value is an error.
         seed: which items get labels.
         num_classes: classes expected; an error is raised if a class has fewer than ``per_class`` items.
 
@@ -107,7 +110,9 @@ def label_budget(
         (labeled indices, unlabeled indices), both sorted.
     """
     labels = np.asarray(labels)
-    if per_class < 0:
+    if per_class < ALL_LABELS:
+        raise ValueError(f"labels per class must be >= 0, or {ALL_LABELS} for all; got {per_class}")
+    if per_class == ALL_LABELS:
         return np.arange(labels.size), np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng([seed, 0x1AB])
     chosen = []

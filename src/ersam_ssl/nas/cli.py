@@ -15,6 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ersam_ssl.cli import add_debug_flag, run_command
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -23,20 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML with values that differ from SearchConfig's defaults")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. budget.max_energy_mw=0.8")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_debug_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_intermixed_args(argv)
     from ersam_ssl import config as config_io
     from ersam_ssl.nas.config import SearchConfig
 
-    try:
-        cfg = config_io.load(SearchConfig, args.config, args.overrides)
-        cfg.validate()
-    except (config_io.ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_io.load(SearchConfig, args.config, args.overrides)
+    cfg.validate()
     if args.print_config:
         print(json.dumps(config_io.to_dict(cfg), indent=1, default=str))
         return 0
