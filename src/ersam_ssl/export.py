@@ -17,11 +17,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,28 @@ def frontend_nodes(path: str | Path) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def quiet_root_logger(level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the root logger to at least ``level`` inside the block; restore its level and handlers after.
+
+    ONNX Runtime's quantizers log through the *root* logger (``logging.info(...)``): under an application
+    that configured the root logger at INFO (``recipes/run.py``, ``ersam-ssl search``) a static
+    quantization prints ~300 lines. A call to ``logging.info`` also installs a stderr handler on a root
+    logger that has none (``logging.basicConfig``); the handlers are restored too, so no handler added
+    inside the block outlives it.
+    """
+    root = logging.getLogger()
+    previous_level, previous_handlers = root.level, list(root.handlers)
+    root.setLevel(max(previous_level, level))
+    try:
+        yield
+    finally:
+        root.setLevel(previous_level)
+        for handler in root.handlers[:]:
+            if handler not in previous_handlers:
+                root.removeHandler(handler)
+
+
 def quantize_onnx(
     src: str | Path,
     dst: str | Path,
@@ -155,6 +178,18 @@ def quantize_onnx(
         quantize_frontend: also quantize the STFT/mel frontend's Conv/MatMul.
         per_channel: per-output-channel weight scales.
     """
+    with quiet_root_logger():
+        return _quantize_onnx(src, dst, mode, calibration, quantize_frontend, per_channel)
+
+
+def _quantize_onnx(
+    src: str | Path,
+    dst: str | Path,
+    mode: str,
+    calibration: Iterable[Tensor | np.ndarray] | None,
+    quantize_frontend: bool,
+    per_channel: bool,
+) -> Path:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
