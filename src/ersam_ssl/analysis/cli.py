@@ -16,6 +16,7 @@ from pathlib import Path
 from ersam_ssl.analysis.recording import (
     DEFAULT_MIN_TAIL,
     DEFAULT_WINDOW,
+    SpeechVadConfig,
     VadConfig,
     analyze_folder,
     analyze_recording,
@@ -24,7 +25,7 @@ from ersam_ssl.analysis.recording import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    vad = VadConfig()
+    vad, speech = VadConfig(), SpeechVadConfig()
     p = argparse.ArgumentParser(
         prog="ersam-ssl analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"windows with a smaller share of active frames are gated: count 0, model not run "
                         f"(default {vad.min_active})")  # fmt: skip
     p.add_argument("--no-vad", action="store_true", help="run the model on every window")
+    p.add_argument("--vad", choices=("silero", "energy"), default="silero",
+                   help="silero (default): also gate windows without speech (music, noise) with the Silero "
+                        "speech VAD and report each window's speech share; energy: gate silence only")  # fmt: skip
+    p.add_argument("--speech-threshold", type=float, default=speech.threshold,
+                   help=f"Silero frame probability counted as speech (default {speech.threshold})")  # fmt: skip
+    p.add_argument("--min-speech-share", type=float, default=speech.min_speech_share,
+                   help=f"windows with a smaller share of speech frames are gated (default "
+                        f"{speech.min_speech_share})")  # fmt: skip
+    p.add_argument("--min-count-share", type=float, default=speech.min_count_share,
+                   help=f"windows with less speech than this share are 'uncertain', not counted (default "
+                        f"{speech.min_count_share})")  # fmt: skip
     p.add_argument("--batch", type=int, default=16, help="windows per model call (default 16)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--min-tail", type=float, default=DEFAULT_MIN_TAIL,
@@ -77,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         vad = VadConfig(args.vad_threshold_db, args.vad_min_active, enabled=not args.no_vad)
+        speech = SpeechVadConfig(args.vad, args.speech_threshold, args.min_speech_share, args.min_count_share)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -85,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: cannot load model {args.model}: {e}", file=sys.stderr)
         return 2
-    common = dict(window=args.window, hop=args.hop, vad=vad, batch_size=args.batch, threads=args.threads,
+    common = dict(window=args.window, hop=args.hop, vad=vad, speech_vad=speech, batch_size=args.batch, threads=args.threads,
                   min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip
     if src.is_dir():
         try:

@@ -27,6 +27,7 @@ share of its frames are speech.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from collections.abc import Iterable, Iterator
@@ -281,9 +282,13 @@ class SpeechTracker:
         return out
 
 
+@functools.lru_cache(maxsize=4)
 def load_speech_vad(config: SpeechVadConfig, threads: int = 1) -> tuple[SileroVAD | None, str | None]:
     """The Silero model ``config`` asks for, or ``(None, reason)`` when it asks for none or the model cannot
-    be loaded (one warning line is logged; the analysis then gates with the energy VAD only)."""
+    be loaded (one warning line is logged; the analysis then gates with the energy VAD only).
+
+    Cached: a folder of recordings loads the model once (it is stateless, see :class:`SileroVAD`) and
+    warns once."""
     if config.backend != "silero":
         return None, None
     try:
