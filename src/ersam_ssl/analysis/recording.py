@@ -21,7 +21,9 @@ Pipeline (bounded memory, whatever the recording's length):
    also gets its *speech share*: windows with (almost) no speech are gated too, and windows with too
    little speech for a count are reported ``uncertain``.
 4. A :class:`Counter` (an exported ONNX file through onnxruntime, or a PyTorch
-   :class:`~ersam_ssl.models.CountModel`) returns count and confidence (max of ``head.log_probs``).
+   :class:`~ersam_ssl.models.CountModel`) returns count and confidence (max of ``head.log_probs``, divided
+   by the model's calibrated temperature, see :mod:`ersam_ssl.calibration`); a window whose confidence is
+   below the model's ``abstain_confidence`` is reported ``uncertain`` instead of counted.
 5. ``windows.csv``, ``summary.json`` and ``timeline.png`` are written to the output folder.
 """
 
@@ -47,7 +49,7 @@ import torch
 from ersam_ssl import audio
 from ersam_ssl.analysis.vad import SpeechTracker, SpeechVadConfig, load_speech_vad
 from ersam_ssl.data.levels import AmbianceLevels
-from ersam_ssl.export import read_onnx_config
+from ersam_ssl.export import read_onnx_calibration, read_onnx_config
 from ersam_ssl.fileio import atomic_open, write_json
 
 #: Default analysis window (seconds): the 5 s clips the counters are trained on; the hop defaults to it.
@@ -474,6 +476,7 @@ class Counter(Protocol):
     Attributes:
         num_classes: counts ``0..num_classes-1``.
         fixed_batch / fixed_samples: an input dimension the model requires (None: any).
+        abstain_confidence: optional; windows whose confidence is below it get no count (``uncertain``).
     """
 
     num_classes: int
@@ -485,10 +488,13 @@ class Counter(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def _head_outputs(head: torch.nn.Module, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _head_outputs(
+    head: torch.nn.Module, out: torch.Tensor, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     log_probs = head.log_probs(out)
     counts = head.predict(out)
-    confidence = log_probs.exp().max(dim=-1).values
+    probs = log_probs.exp() if temperature == 1.0 else torch.softmax(log_probs / temperature, dim=-1)
+    confidence = probs.max(dim=-1).values
     return counts.long().cpu().numpy(), confidence.double().cpu().numpy()
 
 
@@ -500,17 +506,28 @@ class TorchCounter:
         threads: intra-op threads while counting (the previous setting is restored after each call);
             None keeps PyTorch's setting.
         source: where the model came from (for the summary).
+        temperature / abstain_confidence: calibration (see :mod:`ersam_ssl.calibration`); defaults: the
+            model's own confidence, never abstain.
     """
 
     fixed_batch = None
     fixed_samples = None
 
-    def __init__(self, model: torch.nn.Module, threads: int | None = 1, source: str | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        threads: int | None = 1,
+        source: str | None = None,
+        temperature: float = 1.0,
+        abstain_confidence: float | None = None,
+    ) -> None:
         self.model = model.eval()
         self.head = model.head
         self.num_classes = int(model.head.num_classes)
         self.threads = threads
         self.source = source
+        self.temperature = float(temperature)
+        self.abstain_confidence = abstain_confidence
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         previous = torch.get_num_threads()
@@ -519,7 +536,7 @@ class TorchCounter:
                 torch.set_num_threads(self.threads)
             with torch.inference_mode():
                 out = self.model(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)))
-                return _head_outputs(self.head, out)
+                return _head_outputs(self.head, out, self.temperature)
         finally:
             torch.set_num_threads(previous)
 
@@ -532,6 +549,8 @@ class TorchCounter:
             "num_classes": self.num_classes,
             "params": int(sum(p.numel() for p in self.model.parameters())),
             "threads": self.threads,
+            "temperature": self.temperature,
+            "abstain_confidence": self.abstain_confidence,
         }
 
 
@@ -542,7 +561,9 @@ class OnnxCounter:
     name; either dimension may be fixed) and returns the raw head output as its first output; the model
     config (``CountModel.config()``) is stored as JSON under the metadata key ``ersam_model_config`` (or
     in a sidecar JSON, see :func:`read_onnx_config`). The head's ``log_probs``/``predict`` — which do not
-    depend on weights — are rebuilt from that config and applied to the output.
+    depend on weights — are rebuilt from that config and applied to the output. A temperature and an abstain
+    threshold stored under ``ersam_calibration`` (:func:`ersam_ssl.export.attach_onnx_calibration`) are
+    applied too; files without them give the model's own confidence and never abstain.
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
@@ -559,6 +580,9 @@ class OnnxCounter:
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = read_onnx_config(self.path, meta)
+        calibration = read_onnx_calibration(self.path, meta)
+        self.temperature = calibration["temperature"]
+        self.abstain_confidence = calibration["abstain_confidence"]
         self.head = CountModel.from_config(self.config).head.eval()
         self.num_classes = int(self.head.num_classes)
         self.threads = int(threads)
@@ -583,7 +607,7 @@ class OnnxCounter:
                 parts.append(self.session.run(None, {self.input_name: chunk})[0])
             out = np.concatenate(parts)[: x.shape[0]]
         with torch.inference_mode():
-            return _head_outputs(self.head, torch.from_numpy(np.asarray(out)))
+            return _head_outputs(self.head, torch.from_numpy(np.asarray(out)), self.temperature)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -595,6 +619,8 @@ class OnnxCounter:
             "fixed_batch": self.fixed_batch,
             "fixed_samples": self.fixed_samples,
             "threads": self.threads,
+            "temperature": self.temperature,
+            "abstain_confidence": self.abstain_confidence,
         }
 
 
@@ -1004,7 +1030,8 @@ def _count_batch(
         c, p = counter(wb.audio[run])
         count[run] = c
         confidence[run] = p
-    uncertain = little_speech
+    abstain = getattr(counter, "abstain_confidence", None)
+    uncertain = little_speech | (run & (confidence < abstain)) if abstain is not None else little_speech
     count[unreadable | uncertain] = -1
     level = np.where(count < 0, -1, level_of[np.clip(count, 0, level_of.size - 1)])
     status = np.where(
