@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import onnx
 import pytest
@@ -136,3 +138,62 @@ def test_exports_carry_the_model_config_for_analysis(tmp_path, exported):
     with pytest.raises(ValueError, match="attach_onnx_config"):
         read_onnx_config(bare)
     assert read_onnx_config(attach_onnx_config(bare, model)) == model.config()
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_static_quantization_does_not_flood_an_info_root_logger(tmp_path):
+    """ORT's quantizer logs through the root logger; under an INFO root (recipes/run.py) that was ~300
+    lines per export. The unguarded call shows the flood is real (the default SAM member logs ~20
+    lines; the smallest logs none); the public one keeps it out."""
+    from ersam_ssl.export import _quantize_onnx
+
+    torch.manual_seed(0)
+    fp32 = export_onnx(build_model(None, num_classes=4), tmp_path / "m.onnx", NUM_SAMPLES)
+    calibration = [_waves(8, seed=10)]
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    capture = _Records()
+    root.addHandler(capture)
+    root.setLevel(logging.INFO)
+    try:
+        _quantize_onnx(fp32, tmp_path / "loud.onnx", "static", calibration, False, False)
+        loud = [r for r in capture.records if r.name == "root" and r.levelno == logging.INFO]
+        capture.records.clear()
+        quantize_onnx(fp32, tmp_path / "quiet.onnx", "static", calibration=calibration)
+        quiet = [r for r in capture.records if r.name == "root" and r.levelno < logging.WARNING]
+        assert root.level == logging.INFO and capture in root.handlers  # restored after the call
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(level)
+    assert len(loud) >= 5, len(loud)
+    assert quiet == []
+    assert root.handlers == handlers
+
+
+def test_quiet_root_logger_restores_level_and_handlers():
+    from ersam_ssl.export import quiet_root_logger
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.DEBUG)
+    try:
+        with quiet_root_logger():
+            assert root.level == logging.WARNING
+            logging.info("dropped")  # installs a basicConfig handler when root has none
+            extra = logging.StreamHandler()
+            root.addHandler(extra)
+        assert root.level == logging.DEBUG and extra not in root.handlers
+        assert root.handlers == handlers
+        root.setLevel(logging.ERROR)
+        with quiet_root_logger():
+            assert root.level == logging.ERROR  # never lowered
+    finally:
+        root.setLevel(level)

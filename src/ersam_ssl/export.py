@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ QUANT_MODES = ("dynamic", "static")
 FRONTEND_PREFIX = "/frontend/"
 #: ONNX metadata key holding ``CountModel.config()`` (JSON), so an export is self-describing.
 ONNX_CONFIG_KEY = "ersam_model_config"
+#: ONNX metadata key holding ``{"temperature", "abstain_confidence"}`` (JSON, see :mod:`ersam_ssl.calibration`).
+ONNX_CALIBRATION_KEY = "ersam_calibration"
 
 
 def _as_args(example_input: Any) -> tuple:
@@ -56,6 +60,8 @@ def export_onnx(
     example_input: Any = None,
     opset_version: int = 17,
     dynamic_batch: bool = True,
+    temperature: float | None = None,
+    abstain_confidence: float | None = None,
 ) -> Path:
     """Export a counter (``wave [B, T] -> raw output``) to ONNX; returns ``path``.
 
@@ -66,6 +72,8 @@ def export_onnx(
         example_input: a tensor or tuple of arguments instead of the example waveform.
         opset_version: ONNX opset (17: the version verified with onnxruntime here).
         dynamic_batch: make the batch axis of the (single) input and of the output dynamic.
+        temperature / abstain_confidence: calibration stored with the model (see
+            :func:`attach_onnx_calibration`); None stores none.
     """
     from ersam_ssl.hw.cost import dummy_waveform
 
@@ -92,6 +100,8 @@ def export_onnx(
         model.train(was_training)
     if callable(getattr(model, "config", None)):
         attach_onnx_config(path, model)
+    if temperature is not None or abstain_confidence is not None:
+        attach_onnx_calibration(path, 1.0 if temperature is None else temperature, abstain_confidence)
     return path
 
 
@@ -137,6 +147,28 @@ def frontend_nodes(path: str | Path) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def quiet_root_logger(level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the root logger to at least ``level`` inside the block; restore its level and handlers after.
+
+    ONNX Runtime's quantizers log through the *root* logger (``logging.info(...)``): under an application
+    that configured the root logger at INFO (``recipes/run.py``, ``ersam-ssl search``) a static
+    quantization prints ~300 lines. A call to ``logging.info`` also installs a stderr handler on a root
+    logger that has none (``logging.basicConfig``); the handlers are restored too, so no handler added
+    inside the block outlives it.
+    """
+    root = logging.getLogger()
+    previous_level, previous_handlers = root.level, list(root.handlers)
+    root.setLevel(max(previous_level, level))
+    try:
+        yield
+    finally:
+        root.setLevel(previous_level)
+        for handler in root.handlers[:]:
+            if handler not in previous_handlers:
+                root.removeHandler(handler)
+
+
 def quantize_onnx(
     src: str | Path,
     dst: str | Path,
@@ -155,6 +187,18 @@ def quantize_onnx(
         quantize_frontend: also quantize the STFT/mel frontend's Conv/MatMul.
         per_channel: per-output-channel weight scales.
     """
+    with quiet_root_logger():
+        return _quantize_onnx(src, dst, mode, calibration, quantize_frontend, per_channel)
+
+
+def _quantize_onnx(
+    src: str | Path,
+    dst: str | Path,
+    mode: str,
+    calibration: Iterable[Tensor | np.ndarray] | None,
+    quantize_frontend: bool,
+    per_channel: bool,
+) -> Path:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -204,13 +248,13 @@ def quantize_onnx(
 
 
 def _copy_metadata(src: str | Path, dst: str | Path) -> None:
-    """Carry the fp32 model's metadata (the model config) over to its quantized version."""
+    """Carry the fp32 model's metadata (the model config and calibration) over to its quantized version."""
     import onnx
 
     props = onnx.load(str(src), load_external_data=False).metadata_props
-    for p in props:
-        if p.key == ONNX_CONFIG_KEY:
-            attach_onnx_config(dst, json.loads(p.value))
+    carried = {p.key: p.value for p in props if p.key in (ONNX_CONFIG_KEY, ONNX_CALIBRATION_KEY)}
+    if carried:
+        write_onnx_metadata(dst, carried)
 
 
 @torch.no_grad()
@@ -328,3 +372,46 @@ def write_onnx_metadata(path: str | Path, entries: Mapping[str, str]) -> Path:
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
+
+
+def attach_onnx_calibration(
+    path: str | Path, temperature: float = 1.0, abstain_confidence: float | None = None
+) -> Path:
+    """Store a counter's calibration in its ONNX metadata (key ``ersam_calibration``).
+
+    Args:
+        temperature: divides the log-probabilities before the softmax (fit it with
+            :func:`ersam_ssl.calibration.calibrate` on held-out clips).
+        abstain_confidence: windows whose calibrated top probability is below it are reported
+            ``uncertain`` (no count) by ``ersam-ssl analyze``; None: never abstain.
+    """
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    if abstain_confidence is not None and not 0.0 <= abstain_confidence <= 1.0:
+        raise ValueError(f"abstain_confidence must be in [0, 1], got {abstain_confidence}")
+    value = {"temperature": float(temperature), "abstain_confidence": abstain_confidence}
+    return write_onnx_metadata(path, {ONNX_CALIBRATION_KEY: json.dumps(value)})
+
+
+def read_onnx_calibration(path: str | Path, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """``{"temperature", "abstain_confidence"}`` stored with an ONNX model (or in its sidecar JSON, as for
+    :func:`read_onnx_config`); files without it get ``temperature=1.0`` and ``abstain_confidence=None``
+    (confidences as the model gives them, no abstention)."""
+    path = Path(path)
+    if metadata is None:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        metadata = {p.key: p.value for p in proto.metadata_props}
+    stored: dict[str, Any] = {}
+    if ONNX_CALIBRATION_KEY in metadata:
+        stored = json.loads(metadata[ONNX_CALIBRATION_KEY])
+    else:
+        for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+            if sidecar.is_file():
+                stored = json.loads(sidecar.read_text()).get(ONNX_CALIBRATION_KEY, {})
+                break
+    return {
+        "temperature": float(stored.get("temperature", 1.0)),
+        "abstain_confidence": stored.get("abstain_confidence"),
+    }

@@ -41,7 +41,7 @@ def test_analyze_file_with_model_file(sam_model, recording: Path, tmp_path: Path
     model = save_model(sam_model, tmp_path / "sam.pt")
     out = tmp_path / "out"
     rc = main(["analyze", str(recording), "--model", str(model), "--out", str(out), "--vad-threshold-db", "-50",
-               "--quiet"])  # fmt: skip
+               "--vad", "energy", "--quiet"])  # fmt: skip
     assert rc == 0
     assert "session.flac" in capsys.readouterr().out
     rows = read_windows(out)

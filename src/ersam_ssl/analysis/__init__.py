@@ -29,10 +29,12 @@ from ersam_ssl.analysis.recording import (
     summarize_windows,
     vad_activity,
 )
+from ersam_ssl.analysis.vad import SileroVAD, SpeechTracker, SpeechVadConfig
 from ersam_ssl.export import ONNX_CONFIG_KEY, attach_onnx_config, read_onnx_config
 
 __all__ = [
-    "ONNX_CONFIG_KEY", "AudioBlock", "BinnedTimeline", "Counter", "OnnxCounter", "StreamReport", "Summary",
+    "ONNX_CONFIG_KEY", "AudioBlock", "BinnedTimeline", "Counter", "OnnxCounter", "SileroVAD", "SpeechTracker",
+    "SpeechVadConfig", "StreamReport", "Summary",
     "TorchCounter", "VadConfig", "WindowBatch", "WindowTable", "aggregate", "analyze_folder",
     "analyze_recording", "attach_onnx_config", "find_recordings", "iter_windows", "load_counter", "plot_timeline",
     "read_onnx_config", "read_windows", "stream_audio", "summarize_windows", "vad_activity",

@@ -1,8 +1,9 @@
-"""``ersam-ssl analyze RECORDING|FOLDER --model MODEL --out DIR``: count speakers over long recordings.
+"""``ersam-ssl analyze RECORDING|FOLDER [--model MODEL] --out DIR``: count speakers over long recordings.
 
 Writes ``windows.csv``, ``summary.json`` and ``timeline.png`` to ``DIR`` (for a folder: one sub-folder per
 recording plus a combined ``summary.csv``). MODEL is an exported ``.onnx`` file (ONNX Runtime) or a model
-file / Lightning checkpoint (PyTorch).
+file / Lightning checkpoint (PyTorch); without it, the counter shipped with the package is used
+(``--model-info`` prints its model card).
 
 Damaged input is analysed as far as it decodes and reported: what was lost (seconds unreadable or
 missing, NaN/Inf samples, a file too short for a window) is printed to stderr and recorded in
@@ -26,6 +27,7 @@ from pathlib import Path
 from ersam_ssl.analysis.recording import (
     DEFAULT_MIN_TAIL,
     DEFAULT_WINDOW,
+    SpeechVadConfig,
     VadConfig,
     analyze_folder,
     analyze_recording,
@@ -38,13 +40,16 @@ EXIT_COMPLETE, EXIT_UNREADABLE, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    vad = VadConfig()
+    vad, speech = VadConfig(), SpeechVadConfig()
     p = argparse.ArgumentParser(
         prog="ersam-ssl analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("input", help="a recording (WAV/FLAC/OGG, any rate/channels) or a folder of recordings")
-    p.add_argument("--model", required=True, help=".onnx export, model file (.pt) or Lightning checkpoint")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("input", nargs="?", help="a recording (WAV/FLAC/OGG/MP3, any rate/channels) or a folder")
+    p.add_argument("--model", default=None,
+                   help=".onnx export, model file (.pt) or Lightning checkpoint (default: the counter shipped "
+                        "with the package, see --model-info)")  # fmt: skip
+    p.add_argument("--model-info", action="store_true", help="print the model card of the shipped counter")
+    p.add_argument("--out", default=None, help="output folder (required unless --model-info)")
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length in s (default 5)")
     p.add_argument("--hop", type=float, default=None, help="hop between windows in s (default: the window)")
     p.add_argument("--vad-threshold-db", type=float, default=vad.threshold_db,
@@ -53,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"windows with a smaller share of active frames are gated: count 0, model not run "
                         f"(default {vad.min_active})")  # fmt: skip
     p.add_argument("--no-vad", action="store_true", help="run the model on every window")
+    p.add_argument("--vad", choices=("silero", "energy"), default="silero",
+                   help="silero (default): also gate windows without speech (music, noise) with the Silero "
+                        "speech VAD and report each window's speech share; energy: gate silence only")  # fmt: skip
+    p.add_argument("--speech-threshold", type=float, default=speech.threshold,
+                   help=f"Silero frame probability counted as speech (default {speech.threshold})")  # fmt: skip
+    p.add_argument("--min-speech-share", type=float, default=speech.min_speech_share,
+                   help=f"windows with a smaller share of speech frames are gated (default "
+                        f"{speech.min_speech_share})")  # fmt: skip
+    p.add_argument("--min-count-share", type=float, default=speech.min_count_share,
+                   help=f"windows with less speech than this share are 'uncertain', not counted (default "
+                        f"{speech.min_count_share})")  # fmt: skip
     p.add_argument("--batch", type=int, default=16, help="windows per model call (default 16)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--min-tail", type=float, default=DEFAULT_MIN_TAIL,
@@ -93,8 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    from ersam_ssl import audio
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ersam_ssl import audio, bundled
+
+    if args.model_info:
+        print(bundled.model_card())
+        return EXIT_COMPLETE
+    if args.input is None or args.out is None:
+        parser.error("give a RECORDING or FOLDER and --out DIR")
 
     src = Path(args.input)
     if not src.exists():
@@ -105,15 +128,17 @@ def _main(argv: list[str]) -> int:
         return EXIT_ERROR
     try:
         vad = VadConfig(args.vad_threshold_db, args.vad_min_active, enabled=not args.no_vad)
+        speech = SpeechVadConfig(args.vad, args.speech_threshold, args.min_speech_share, args.min_count_share)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        counter = load_counter(args.model, args.threads)
+        counter = load_counter(args.model, args.threads) if args.model else bundled.pretrained(args.threads)
     except (FileNotFoundError, ValueError) as e:  # both name the file
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return EXIT_ERROR
-    common = dict(window=args.window, hop=args.hop, vad=vad, batch_size=args.batch, threads=args.threads,
+    common = dict(window=args.window, hop=args.hop, vad=vad, speech_vad=speech, batch_size=args.batch,
+                  threads=args.threads,
                   min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip
     if src.is_dir():
         try:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 #: Recordings longer than this (seconds) are plotted per minute.
 PER_MINUTE_AFTER = 30 * 60.0
 LEVEL_COLOURS = ("#d9d9d9", "#9ecae1", "#4292c6", "#08306b", "#54278f", "#980043")
+UNREADABLE_COLOUR = "#fcbba1"
+UNCERTAIN_COLOUR = "#fdd49e"
 
 
 @dataclass
@@ -41,14 +43,15 @@ class BinnedTimeline:
 
 def aggregate(table: WindowTable, levels: AmbianceLevels, bin_s: float = 60.0) -> BinnedTimeline:
     """Aggregate windows into ``bin_s`` bins, weighting each window by the seconds it stands for
-    (:meth:`WindowTable.owned_spans`) inside each bin; unreadable windows are left out."""
-    from ersam_ssl.analysis.recording import STATUS_UNREADABLE
+    (:meth:`WindowTable.owned_spans`) inside each bin; windows without a count (unreadable, uncertain) are
+    left out."""
+    from ersam_ssl.analysis.recording import STATUS_UNCERTAIN, STATUS_UNREADABLE
 
     if len(table) == 0:
         z = np.zeros(0)
         return BinnedTimeline(bin_s, z, z, z, z.astype(np.int64), np.zeros((0, levels.num_levels)), z)
     lo, hi = table.owned_spans()
-    keep = table.status != STATUS_UNREADABLE
+    keep = (table.status != STATUS_UNREADABLE) & (table.status != STATUS_UNCERTAIN)
     starts, ends = lo[keep], hi[keep]
     counts, lv = table.count[keep], table.level[keep]
     n_bins = max(1, int(np.ceil(table.end_s.max() / bin_s)))
@@ -96,7 +99,7 @@ def plot_timeline(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from ersam_ssl.analysis.recording import STATUS_UNREADABLE, summarize_windows
+    from ersam_ssl.analysis.recording import STATUS_UNCERTAIN, STATUS_UNREADABLE, summarize_windows
 
     duration = float(table.end_s.max()) if len(table) else 0.0
     scale, unit = _time_unit(duration)
@@ -120,7 +123,7 @@ def plot_timeline(
             bottom += share
     elif len(table):
         lo, hi = table.owned_spans()
-        counted = table.status != STATUS_UNREADABLE
+        counted = (table.status != STATUS_UNREADABLE) & (table.status != STATUS_UNCERTAIN)
         y = np.where(counted, table.count, np.nan).astype(float)
         # A step line through contiguous windows; gaps (hop > window) and unreadable windows stay blank.
         values, edges = [], [lo[0]]
@@ -137,11 +140,11 @@ def plot_timeline(
             ax.scatter((lo[g] + hi[g]) / 2 / scale, np.zeros(g.sum()), s=6, marker="|", color="#969696",
                        label="gated (silence)")  # fmt: skip
         spans = [(a, b - a, int(lvl)) for a, b, lvl, c in zip(lo, hi, table.level, counted) if c]
-    if len(table):
-        bad = table.status == STATUS_UNREADABLE
+    for status, colour in ((STATUS_UNREADABLE, UNREADABLE_COLOUR), (STATUS_UNCERTAIN, UNCERTAIN_COLOUR)):
+        bad = table.status == status
         for s, e in zip(table.start_s[bad], table.end_s[bad]):
             for a in (ax, band):
-                a.axvspan(s / scale, e / scale, color="#fcbba1", alpha=0.6, lw=0)
+                a.axvspan(s / scale, e / scale, color=colour, alpha=0.6, lw=0)
     for lvl in range(levels.num_levels):
         bars = [(s / scale, d / scale) for s, d, k in spans if k == lvl]
         if bars:
@@ -160,8 +163,9 @@ def plot_timeline(
     handles = [
         Patch(color=colours[i], label=f"{n} ({100 * shares[n]:.0f}%)") for i, n in enumerate(levels.names)
     ]
-    if len(table) and (table.status == STATUS_UNREADABLE).any():
-        handles.append(Patch(color="#fcbba1", label="unreadable"))
+    for status, colour in ((STATUS_UNREADABLE, UNREADABLE_COLOUR), (STATUS_UNCERTAIN, UNCERTAIN_COLOUR)):
+        if len(table) and (table.status == status).any():
+            handles.append(Patch(color=colour, label=status))
     band.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.9), ncol=len(handles), fontsize=8,
                 frameon=False)  # fmt: skip
     band.set_yticks([])

@@ -16,9 +16,14 @@ Pipeline (bounded memory, whatever the recording's length):
 2. :func:`iter_windows` cuts ``window``-second windows every ``hop`` seconds; a tail shorter than a window
    (or a recording shorter than one window) is zero-padded when it holds at least ``min_tail`` seconds.
 3. :func:`vad_activity` gates windows with no speech-like energy (see :class:`VadConfig`): they get count 0
-   without running the model. Windows that are mostly corrupt are reported as ``unreadable``.
+   without running the model. Windows that are mostly corrupt are reported as ``unreadable``. With a
+   speech VAD (``speech_vad``, :mod:`ersam_ssl.analysis.vad`; the command line's default) every window
+   also gets its *speech share*: windows with (almost) no speech are gated too, and windows with too
+   little speech for a count are reported ``uncertain``.
 4. A :class:`Counter` (an exported ONNX file through onnxruntime, or a PyTorch
-   :class:`~ersam_ssl.models.CountModel`) returns count and confidence (max of ``head.log_probs``).
+   :class:`~ersam_ssl.models.CountModel`) returns count and confidence (max of ``head.log_probs``, divided
+   by the model's calibrated temperature, see :mod:`ersam_ssl.calibration`); a window whose confidence is
+   below the model's ``abstain_confidence`` is reported ``uncertain`` instead of counted.
 5. ``windows.csv``, ``summary.json`` and ``timeline.png`` are written to the output folder.
 """
 
@@ -42,8 +47,9 @@ import soundfile as sf
 import torch
 
 from ersam_ssl import audio
+from ersam_ssl.analysis.vad import SpeechTracker, SpeechVadConfig, load_speech_vad
 from ersam_ssl.data.levels import AmbianceLevels
-from ersam_ssl.export import read_onnx_config
+from ersam_ssl.export import read_onnx_calibration, read_onnx_config
 from ersam_ssl.fileio import atomic_open, write_json
 
 #: Default analysis window (seconds): the 5 s clips the counters are trained on; the hop defaults to it.
@@ -59,10 +65,12 @@ MAX_CORRUPT_SHARE = 0.5
 STATUS_ANALYSED = "analysed"
 STATUS_GATED = "gated"
 STATUS_UNREADABLE = "unreadable"
+#: Readable, but no count is given: too little speech for one, or the counter is not confident enough.
+STATUS_UNCERTAIN = "uncertain"
 
 WINDOW_COLUMNS = (
     "start_s", "end_s", "count", "confidence", "level", "level_name", "gated", "status",
-    "active_frac", "rms_dbfs", "corrupt_s",
+    "active_frac", "rms_dbfs", "corrupt_s", "speech_share",
 )  # fmt: skip
 
 
@@ -481,6 +489,7 @@ class Counter(Protocol):
     Attributes:
         num_classes: counts ``0..num_classes-1``.
         fixed_batch / fixed_samples: an input dimension the model requires (None: any).
+        abstain_confidence: optional; windows whose confidence is below it get no count (``uncertain``).
     """
 
     num_classes: int
@@ -492,10 +501,13 @@ class Counter(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
-def _head_outputs(head: torch.nn.Module, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _head_outputs(
+    head: torch.nn.Module, out: torch.Tensor, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     log_probs = head.log_probs(out)
     counts = head.predict(out)
-    confidence = log_probs.exp().max(dim=-1).values
+    probs = log_probs.exp() if temperature == 1.0 else torch.softmax(log_probs / temperature, dim=-1)
+    confidence = probs.max(dim=-1).values
     return counts.long().cpu().numpy(), confidence.double().cpu().numpy()
 
 
@@ -507,17 +519,28 @@ class TorchCounter:
         threads: intra-op threads while counting (the previous setting is restored after each call);
             None keeps PyTorch's setting.
         source: where the model came from (for the summary).
+        temperature / abstain_confidence: calibration (see :mod:`ersam_ssl.calibration`); defaults: the
+            model's own confidence, never abstain.
     """
 
     fixed_batch = None
     fixed_samples = None
 
-    def __init__(self, model: torch.nn.Module, threads: int | None = 1, source: str | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        threads: int | None = 1,
+        source: str | None = None,
+        temperature: float = 1.0,
+        abstain_confidence: float | None = None,
+    ) -> None:
         self.model = model.eval()
         self.head = model.head
         self.num_classes = int(model.head.num_classes)
         self.threads = threads
         self.source = source
+        self.temperature = float(temperature)
+        self.abstain_confidence = abstain_confidence
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         previous = torch.get_num_threads()
@@ -526,7 +549,7 @@ class TorchCounter:
                 torch.set_num_threads(self.threads)
             with torch.inference_mode():
                 out = self.model(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)))
-                return _head_outputs(self.head, out)
+                return _head_outputs(self.head, out, self.temperature)
         finally:
             torch.set_num_threads(previous)
 
@@ -539,6 +562,8 @@ class TorchCounter:
             "num_classes": self.num_classes,
             "params": int(sum(p.numel() for p in self.model.parameters())),
             "threads": self.threads,
+            "temperature": self.temperature,
+            "abstain_confidence": self.abstain_confidence,
         }
 
 
@@ -549,7 +574,9 @@ class OnnxCounter:
     name; either dimension may be fixed) and returns the raw head output as its first output; the model
     config (``CountModel.config()``) is stored as JSON under the metadata key ``ersam_model_config`` (or
     in a sidecar JSON, see :func:`read_onnx_config`). The head's ``log_probs``/``predict`` — which do not
-    depend on weights — are rebuilt from that config and applied to the output.
+    depend on weights — are rebuilt from that config and applied to the output. A temperature and an abstain
+    threshold stored under ``ersam_calibration`` (:func:`ersam_ssl.export.attach_onnx_calibration`) are
+    applied too; files without them give the model's own confidence and never abstain.
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
@@ -569,6 +596,9 @@ class OnnxCounter:
             raise ValueError(f"{self.path}: not a usable ONNX model ({_short(e)})") from e
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = read_onnx_config(self.path, meta)
+        calibration = read_onnx_calibration(self.path, meta)
+        self.temperature = calibration["temperature"]
+        self.abstain_confidence = calibration["abstain_confidence"]
         self.head = CountModel.from_config(self.config).head.eval()
         self.num_classes = int(self.head.num_classes)
         self.threads = int(threads)
@@ -593,7 +623,7 @@ class OnnxCounter:
                 parts.append(self.session.run(None, {self.input_name: chunk})[0])
             out = np.concatenate(parts)[: x.shape[0]]
         with torch.inference_mode():
-            return _head_outputs(self.head, torch.from_numpy(np.asarray(out)))
+            return _head_outputs(self.head, torch.from_numpy(np.asarray(out)), self.temperature)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -605,6 +635,8 @@ class OnnxCounter:
             "fixed_batch": self.fixed_batch,
             "fixed_samples": self.fixed_samples,
             "threads": self.threads,
+            "temperature": self.temperature,
+            "abstain_confidence": self.abstain_confidence,
         }
 
 
@@ -631,7 +663,8 @@ def load_counter(model: str | Path | torch.nn.Module | Counter, threads: int = 1
 
 @dataclass
 class WindowTable:
-    """Per-window results as arrays (``count``/``level`` are -1 and ``confidence`` NaN where not counted)."""
+    """Per-window results as arrays (``count``/``level`` are -1 where not counted, ``confidence`` NaN where
+    the model did not run, ``speech_share`` NaN where no speech VAD ran)."""
 
     start_s: np.ndarray
     end_s: np.ndarray
@@ -643,6 +676,11 @@ class WindowTable:
     active_frac: np.ndarray
     rms_dbfs: np.ndarray
     corrupt_s: np.ndarray
+    speech_share: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.speech_share is None:
+            self.speech_share = np.full(self.start_s.shape[0], np.nan)
 
     def __len__(self) -> int:
         return int(self.start_s.shape[0])
@@ -693,11 +731,14 @@ class Summary:
         model: backend (``pytorch``/``onnxruntime``), source, config, classes, threads.
         settings: window, hop, VAD, levels, batch size.
         windows / analysed_windows / gated_windows / unreadable_windows: window counts (analysed = model run).
-        gated_share: share of the counted time the VAD gated (count 0 without the model).
-        hours_analysed: counted time in hours.
+        gated_share: share of the readable time the VAD gated (count 0 without the model).
+        hours_analysed: readable time in hours (gated and uncertain windows included).
         mean_count: time-weighted mean count; ``mean_count_when_speaking`` over windows with count > 0.
         mean_confidence: mean max-probability of the windows the model ran on.
-        level_share / level_hours: time per ambiance level (shares sum to 1); ``count_share`` per count.
+        level_share / level_hours: time per ambiance level over the counted time (readable and not
+            uncertain; shares sum to 1); ``count_share`` per count.
+        uncertain_windows / uncertain_share: windows given no count (status ``uncertain``) and their share
+            of the readable time.
         wall_time_s / real_time_factor: analysis time and decoded seconds per wall-clock second.
         outputs: paths of the files written.
         status: ``"ok"``, or ``"partial"`` when part of the recording was lost (see ``problems``): the
@@ -729,6 +770,8 @@ class Summary:
     status: str = "ok"
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    uncertain_windows: int = 0
+    uncertain_share: float = 0.0
     table: WindowTable | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -749,24 +792,32 @@ def _json_default(o: Any) -> Any:
 
 def summarize_windows(table: WindowTable, levels: AmbianceLevels, num_classes: int) -> dict[str, Any]:
     """Time-weighted statistics of a window table (see :class:`Summary`)."""
-    counted = table.status != STATUS_UNREADABLE
+    readable = table.status != STATUS_UNREADABLE
+    uncertain = table.status == STATUS_UNCERTAIN
+    counted = readable & ~uncertain
     owned = table.owned_seconds()
+    readable_s = float((owned * readable).sum())
     w = owned * counted
     total = float(w.sum())
     gated = table.gated & counted
-    model_run = table.status == STATUS_ANALYSED
+    model_run = np.isfinite(table.confidence)
 
     def share(mask: np.ndarray) -> float:
         return float((w * mask).sum() / total) if total > 0 else 0.0
 
+    def share_of_readable(mask: np.ndarray) -> float:
+        return float((owned * mask).sum() / readable_s) if readable_s > 0 else 0.0
+
     speaking = counted & (table.count > 0)
     return {
         "windows": len(table),
-        "analysed_windows": int(model_run.sum()),
+        "analysed_windows": int((table.status == STATUS_ANALYSED).sum()),
         "gated_windows": int(gated.sum()),
-        "unreadable_windows": int((~counted).sum()),
-        "gated_share": share(gated),
-        "hours_analysed": total / 3600.0,
+        "unreadable_windows": int((~readable).sum()),
+        "uncertain_windows": int(uncertain.sum()),
+        "gated_share": share_of_readable(gated),
+        "uncertain_share": share_of_readable(uncertain),
+        "hours_analysed": readable_s / 3600.0,
         "mean_count": float((w * np.where(counted, table.count, 0)).sum() / total) if total > 0 else math.nan,
         "mean_count_when_speaking": float((owned * table.count)[speaking].sum() / owned[speaking].sum())
         if speaking.any()
@@ -812,9 +863,11 @@ def input_warnings(report: StreamReport) -> list[str]:
 
 
 def window_rows(t: WindowTable, levels: AmbianceLevels) -> Iterator[list[Any]]:
-    """``windows.csv`` rows (see :data:`WINDOW_COLUMNS`); blank count/level/confidence where not defined."""
+    """``windows.csv`` rows (see :data:`WINDOW_COLUMNS`); blank count/level/confidence/speech share where not
+    defined."""
+    assert t.speech_share is not None
     for i in range(len(t)):
-        counted = t.status[i] != STATUS_UNREADABLE
+        counted = t.status[i] not in (STATUS_UNREADABLE, STATUS_UNCERTAIN)
         yield [
             f"{t.start_s[i]:.3f}",
             f"{t.end_s[i]:.3f}",
@@ -827,6 +880,7 @@ def window_rows(t: WindowTable, levels: AmbianceLevels) -> Iterator[list[Any]]:
             f"{t.active_frac[i]:.3f}",
             f"{t.rms_dbfs[i]:.1f}",
             f"{t.corrupt_s[i]:.3f}",
+            f"{t.speech_share[i]:.3f}" if np.isfinite(t.speech_share[i]) else "",
         ]
 
 
@@ -838,6 +892,7 @@ def read_windows(path: str | Path) -> list[dict[str, Any]]:
     conv: dict[str, Callable[[str], Any]] = {
         "start_s": float, "end_s": float, "count": int, "confidence": float, "level": int,
         "gated": lambda s: s == "1", "active_frac": float, "rms_dbfs": float, "corrupt_s": float,
+        "speech_share": float,
     }  # fmt: skip
     rows = []
     with open(path, newline="") as fh:
@@ -854,6 +909,7 @@ def analyze_recording(
     hop: float | None = None,
     vad: VadConfig | None = None,
     vad_threshold_db: float | None = None,
+    speech_vad: SpeechVadConfig | None = None,
     batch_size: int = 16,
     threads: int = 1,
     levels: AmbianceLevels | None = None,
@@ -877,6 +933,11 @@ def analyze_recording(
         window, hop: window length and hop in seconds (hop ``None``: the window, no overlap).
         vad: the voice-activity gate (default :class:`VadConfig`); ``vad_threshold_db`` overrides its
             threshold.
+        speech_vad: a speech VAD as well (:class:`~ersam_ssl.analysis.vad.SpeechVadConfig`; the command
+            line's default is Silero): adds each window's speech share, gates windows without speech and
+            reports those with too little for a count as ``uncertain``. None (the default here, so existing
+            callers keep their results): the energy gate only. If the Silero model cannot be loaded, one
+            warning is logged and the energy gate works alone (``summary.settings["speech_vad"]`` says so).
         batch_size: windows per model call.
         threads: intra-op threads of the model.
         levels: count → ambiance level mapping.
@@ -898,6 +959,9 @@ def analyze_recording(
     if vad_threshold_db is not None:
         vad = VadConfig(vad_threshold_db, vad.min_active, vad.frame_s, vad.enabled)
     counter = load_counter(model, threads)
+    speech_vad = speech_vad or SpeechVadConfig(backend="energy")
+    silero, vad_problem = load_speech_vad(speech_vad)
+    tracker = SpeechTracker(silero, speech_vad.threshold) if silero is not None else None
     sr = audio.SAMPLE_RATE
     win, hop_n = int(round(window * sr)), int(round(hop * sr))
     if counter.fixed_samples is not None and counter.fixed_samples != win:
@@ -924,8 +988,11 @@ def analyze_recording(
             writer = csv.writer(fh)
             writer.writerow(WINDOW_COLUMNS)
             blocks = stream_audio(path, sr, block_seconds, report)
+            if tracker is not None:
+                blocks = tracker.track(blocks)
             for wb in iter_windows(blocks, win, hop_n, int(round(min_tail * sr)), batch_size):
-                t = _count_batch(wb, counter, vad, level_of, sr)
+                share = tracker.speech_share(wb.starts, wb.lengths) if tracker is not None else None
+                t = _count_batch(wb, counter, vad, level_of, sr, share, speech_vad)
                 writer.writerows(window_rows(t, levels))
                 fh.flush()
                 parts.append(t)
@@ -948,6 +1015,12 @@ def analyze_recording(
         "threads": threads,
         "min_tail_s": min_tail,
         "vad": asdict(vad),
+        "speech_vad": {
+            **asdict(speech_vad),
+            "used": "silero" if silero is not None else "energy",
+            **(silero.info() if silero is not None else {}),
+            **({"fallback_reason": vad_problem} if vad_problem else {}),
+        },
         "levels": {"names": list(levels.names), "lower_bounds": list(levels.lower_bounds)},
         "max_corrupt_share": MAX_CORRUPT_SHARE,
     }
@@ -990,22 +1063,40 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _count_batch(
-    wb: WindowBatch, counter: Counter, vad: VadConfig, level_of: np.ndarray, sr: int
+    wb: WindowBatch,
+    counter: Counter,
+    vad: VadConfig,
+    level_of: np.ndarray,
+    sr: int,
+    speech_share: np.ndarray | None = None,
+    speech_vad: SpeechVadConfig | None = None,
 ) -> WindowTable:
     b = wb.starts.shape[0]
     active_frac, rms_dbfs = vad_activity(wb.audio, wb.lengths, vad, sr)
     unreadable = wb.corrupt > MAX_CORRUPT_SHARE * wb.lengths
     gated = (~unreadable) & (active_frac < vad.min_active) if vad.enabled else np.zeros(b, dtype=bool)
-    run = ~(unreadable | gated)
+    share = np.full(b, np.nan) if speech_share is None else np.asarray(speech_share, dtype=np.float64)
+    little_speech = np.zeros(b, dtype=bool)
+    if vad.enabled and speech_vad is not None:
+        # NaN (no speech VAD, or a window without a whole VAD frame) compares False: never gated by it.
+        gated |= (~unreadable) & (share < speech_vad.min_speech_share)
+        little_speech = (~unreadable) & (~gated) & (share < speech_vad.min_count_share)
+    run = ~(unreadable | gated | little_speech)
     count = np.zeros(b, dtype=np.int64)
     confidence = np.full(b, np.nan)
     if run.any():
         c, p = counter(wb.audio[run])
         count[run] = c
         confidence[run] = p
-    count[unreadable] = -1
-    level = np.where(unreadable, -1, level_of[np.clip(count, 0, level_of.size - 1)])
-    status = np.where(unreadable, STATUS_UNREADABLE, np.where(gated, STATUS_GATED, STATUS_ANALYSED))
+    abstain = getattr(counter, "abstain_confidence", None)
+    uncertain = little_speech | (run & (confidence < abstain)) if abstain is not None else little_speech
+    count[unreadable | uncertain] = -1
+    level = np.where(count < 0, -1, level_of[np.clip(count, 0, level_of.size - 1)])
+    status = np.where(
+        unreadable,
+        STATUS_UNREADABLE,
+        np.where(gated, STATUS_GATED, np.where(uncertain, STATUS_UNCERTAIN, STATUS_ANALYSED)),
+    )
     return WindowTable(
         start_s=wb.starts / sr,
         end_s=(wb.starts + wb.lengths) / sr,
@@ -1017,6 +1108,7 @@ def _count_batch(
         active_frac=active_frac,
         rms_dbfs=rms_dbfs,
         corrupt_s=wb.corrupt / sr,
+        speech_share=share,
     )
 
 
