@@ -75,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--abstain-quantile", type=float, default=0.05)
     a = p.parse_args(argv)
     from ersam_ssl.calibration import expected_calibration_error, fit_temperature
-    from ersam_ssl.export import compare_with_torch, export_onnx, quantize_onnx, write_onnx_metadata
+    from ersam_ssl.export import (
+        attach_onnx_calibration,
+        compare_with_torch,
+        export_onnx,
+        quantize_onnx,
+        write_onnx_metadata,
+    )
     from ersam_ssl.hw import count_macs, load_profile, measure_onnx_latency, report_energy
 
     acc = _accuracy_module()
@@ -113,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(model, out / MODEL_FILE)
-    meta = {"temperature": f"{temperature:.6f}", "abstain_confidence": f"{abstain:.6f}",
-            "window_s": "5.0", "classes": str(engine.num_classes), "ersam_ssl_version": __version__,
+    attach_onnx_calibration(onnx_path, temperature, abstain)
+    meta = {"window_s": "5.0", "classes": str(engine.num_classes), "ersam_ssl_version": __version__,
             "recipe": "recipes/bundle.py --run " + a.run}  # fmt: skip
     write_onnx_metadata(onnx_path, meta)
     picks = range(0, len(val), max(1, len(val) // 256))
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                      "batch_size": result["batch_size"], "train_min": result["train_min"],
                      "seed": result["seed"], "command": result["command"]},
         "test": {"speakers": result["test_speakers"], "clips_per_domain": result["eval_clips_per_domain"],
+                 "speaker_ids": {c: acc.speakers_of(engine, "test", c) for c in corpora},
                  "metrics": result["final"], "median_guess_mae": result["median_baseline_mae"]},
         "calibration": {"temperature": round(temperature, 4), "ece_validation": {k: round(v, 4) for k, v in
                         ece_val.items()}, "ece_test": ece_test, "abstain_confidence": round(abstain, 4),
