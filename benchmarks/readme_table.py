@@ -137,9 +137,47 @@ def cpu_sharing_table(path: Path) -> str:
     )
 
 
+def pipeline_table(folder: Path) -> str:
+    """Whole-pipeline runs: ``summary.json`` of ``recipes/run.py`` plus the command, recorded with
+    ``python benchmarks/readme_table.py --record-run runs/NAME 'COMMAND'``."""
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    if not runs:
+        return ""
+    lines = ["| run | wall time, min (stages) | searched model: MAE clinical / clean / conversational | teacher: same | "
+             "params, MACs, Pixel-3 mW·12 h |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in runs:
+        wall = r["wall_s"]
+        stages = ", ".join(f"{k} {v / 60:.1f}" for k, v in wall.items() if k != "total")
+        lines.append(f"| `{r['command']}` ({r['date']}) | {wall['total'] / 60:.1f} ({stages}) | {_domain_maes(r['domains'])} | "
+                     f"{_domain_maes(r['teacher']['domains'])} | {r['params']:,}, {r['macs'] / 1e6:.1f} M, "
+                     f"{r['energy_mw_12h']:.2f} |")  # fmt: skip
+    return "\n".join(
+        ["**Whole pipeline** (`recipes/run.py`; test speakers of its own corpus, per domain):", "", *lines]
+    )
+
+
+def _domain_maes(domains: dict) -> str:
+    return " / ".join(
+        f"{domains[k]['mae']:.2f}" for k in ("clinical", "clean", "conversational") if k in domains
+    )
+
+
+def record_run(run_dir: Path, command: str) -> Path:
+    """Copy a pipeline run's summary (+ command and date) into ``results/pipeline/<run>.json``."""
+    import time
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.update(command=command, date=time.strftime("%Y-%m-%d"))
+    out = HERE / "results" / "pipeline" / f"{run_dir.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    return out
+
+
 def render() -> str:
     parts = [
         accuracy_tables(HERE / "results" / "accuracy"),
+        pipeline_table(HERE / "results" / "pipeline"),
         cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
     ]
     return "\n\n".join(p for p in parts if p)
@@ -156,7 +194,12 @@ def updated_readme(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true")
+    p.add_argument("--record-run", nargs=2, metavar=("RUN_DIR", "COMMAND"),
+                   help="copy a pipeline run's summary.json (+ the command that made it) into results/pipeline")  # fmt: skip
     a = p.parse_args(argv)
+    if a.record_run:
+        print(record_run(Path(a.record_run[0]), a.record_run[1]))
+        return 0
     text = README.read_text()
     new = updated_readme(text)
     if a.check:
