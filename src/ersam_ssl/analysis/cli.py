@@ -30,7 +30,9 @@ from ersam_ssl.analysis.recording import (
     analyze_folder,
     analyze_recording,
     load_counter,
+    model_window,
 )
+from ersam_ssl.audio import SAMPLE_RATE
 from ersam_ssl.cli import add_debug_flag, run_command
 
 #: Exit codes (see the module docstring, which is also ``--help``).
@@ -45,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="a recording (WAV/FLAC/OGG, any rate/channels) or a folder of recordings")
     p.add_argument("--model", required=True, help=".onnx export, model file (.pt) or Lightning checkpoint")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length in s (default 5)")
+    p.add_argument("--window", type=float, default=None,
+                   help=f"window length in s (default: the window an ONNX export was made for, else "
+                        f"{DEFAULT_WINDOW:g})")  # fmt: skip
     p.add_argument("--hop", type=float, default=None, help="hop between windows in s (default: the window)")
     p.add_argument("--vad-threshold-db", type=float, default=vad.threshold_db,
                    help=f"frame level (dBFS, 20 ms frames) counting as activity (default {vad.threshold_db})")  # fmt: skip
@@ -113,7 +117,14 @@ def _main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as e:  # both name the file
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return EXIT_ERROR
-    common = dict(window=args.window, hop=args.hop, vad=vad, batch_size=args.batch, threads=args.threads,
+    try:
+        window = model_window(counter, args.window)
+    except ValueError:
+        own = counter.fixed_samples / SAMPLE_RATE
+        print(f"error: {args.model} takes {own:g} s windows ({counter.fixed_samples} samples): leave --window "
+              f"out or pass --window {own:g}", file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
+    common = dict(window=window, hop=args.hop, vad=vad, batch_size=args.batch, threads=args.threads,
                   min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip
     if src.is_dir():
         try:
