@@ -102,7 +102,8 @@ def _main(argv: list[str]) -> int:
 
     src = Path(args.input)
     if not src.exists():
-        print(f"error: {src} does not exist", file=sys.stderr)
+        what = "is a symlink loop or a broken symlink" if src.is_symlink() else "does not exist"
+        print(f"error: {src} {what}", file=sys.stderr)
         return EXIT_ERROR
     if Path(args.out).exists() and not Path(args.out).is_dir():
         print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
@@ -138,6 +139,9 @@ def _main(argv: list[str]) -> int:
             if r["reason"]:
                 print(f"  {r['status']}: {r['file']}: {r['reason']}")
         if not ok:
+            print(
+                f"error: none of the {len(rows)} recording(s) under {src} could be analysed", file=sys.stderr
+            )
             return EXIT_UNREADABLE
         return EXIT_COMPLETE if all(r["status"] == "ok" for r in rows) else EXIT_PARTIAL
     progress = _Progress(src.name, args.quiet)
