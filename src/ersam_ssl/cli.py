@@ -85,10 +85,16 @@ def run_command(command: Callable[[list[str]], int | None], argv: Sequence[str] 
 def _data_check(args: argparse.Namespace) -> int:
     from ersam_ssl import audio
     from ersam_ssl.data.bank import SpeakerBank
-    from ersam_ssl.data.sources import detect_source
+    from ersam_ssl.data.sources import NoUsableAudioError, Source, detect_source
 
     try:
         src = detect_source(args.path)
+    except NoUsableAudioError as e:
+        if not e.report.bad:  # no audio file at all
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_ERROR
+        src = Source([], e.report)  # audio files, none usable: list them like any bad files
+        print(f"warning: {e}", file=sys.stderr)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR

@@ -202,7 +202,10 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
     changes: dict[str, Any] = {}
     if path is not None:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            try:
+                data = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         changes = data

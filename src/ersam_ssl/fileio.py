@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,29 @@ def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
     """Atomically write ``json.dumps(obj, **dumps_kwargs)`` (default ``indent=1``) plus a newline."""
     dumps_kwargs.setdefault("indent", 1)
     return write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+#: Names of :func:`atomic_path`'s temporary files: ``.<stem>.<8 random chars from mkstemp>.part<suffix>``.
+_PARTIAL_NAME = re.compile(r"\..*\.[a-z0-9_]{8}\.part(\.[^.]*)?")
+
+
+def remove_partial_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` leaves behind when its process is killed mid-write
+    (e.g. ``.last.k3j9x_2a.part.ckpt`` next to ``last.ckpt``); returns the removed paths.
+
+    They hold incomplete data that nothing reads, so a run resumed after kills would otherwise collect one
+    per kill. Call it only while no other process writes to ``folder`` (e.g. under :func:`exclusive_lock`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    candidates = folder.rglob(".*.part*") if recursive else folder.glob(".*.part*")
+    removed = []
+    for path in sorted(candidates):
+        if _PARTIAL_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 class LockHeldError(OSError):

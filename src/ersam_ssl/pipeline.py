@@ -46,7 +46,7 @@ import pytorch_lightning as pl
 from ersam_ssl import config as cfglib
 from ersam_ssl.cli import add_debug_flag, run_command
 from ersam_ssl.data import DataConfig, DataEngine
-from ersam_ssl.fileio import exclusive_lock, write_json, write_text
+from ersam_ssl.fileio import exclusive_lock, remove_partial_files, write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.trainer import TrainerConfig
 
@@ -552,6 +552,9 @@ def _prepare_run_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> None:
             else:
                 child.unlink()
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:  # half-written files of a killed run (results, model files, checkpoints)
+        for stale in remove_partial_files(cfg.out_dir, recursive=True):
+            log.info("removed %s, left by an interrupted write", stale)
     saved = cfg.out_dir / "config.yaml"
     cfglib.save(cfg, saved)
     write_text(cfg.out_dir / "config.diff.yaml", _yaml(cfglib.diff(cfg)))

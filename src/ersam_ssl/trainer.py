@@ -19,8 +19,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.utilities import rank_zero_only
 
 from ersam_ssl.checkpoint import AtomicCheckpointIO
+from ersam_ssl.fileio import remove_partial_files
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,14 @@ def fit(
     resume: bool = True,
     callbacks: list | None = None,
 ) -> pl.Trainer:
-    """Train ``module`` (resuming from ``out_dir``'s last checkpoint when ``resume``); returns the Trainer."""
+    """Train ``module`` (resuming from ``out_dir``'s last checkpoint when ``resume``); returns the Trainer.
+
+    Resuming first deletes the temporary files of checkpoint writes that a kill interrupted (see
+    :func:`ersam_ssl.fileio.remove_partial_files`; rank 0 alone writes checkpoints, so it alone cleans).
+    """
+    if resume and rank_zero_only.rank == 0:
+        for stale in remove_partial_files(Path(out_dir) / "checkpoints"):
+            log.info("removed %s, left by an interrupted checkpoint write", stale)
     trainer = make_trainer(cfg, out_dir, name, callbacks)
     ckpt = resume_path(out_dir) if resume else None
     if ckpt:

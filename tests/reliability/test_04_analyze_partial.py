@@ -66,3 +66,13 @@ def test_intact_file_is_complete(inputs, tmp_path, capsys) -> None:
     assert rc == EXIT_COMPLETE and capsys.readouterr().err == ""
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["problems"] == []
+
+
+def test_folder_with_nothing_readable_says_so(inputs, tmp_path, capsys) -> None:
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    (folder / "empty.wav").write_bytes(b"")
+    rc = main(
+        ["analyze", str(folder), "--model", str(inputs["dir"] / "sam.pt"), "--out", str(tmp_path / "o")]
+    )
+    assert rc == 1 and "error: none of the 1 recording(s)" in capsys.readouterr().err

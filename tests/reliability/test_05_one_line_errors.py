@@ -46,6 +46,15 @@ def test_pipeline_errors_are_one_line(existing_run: list[str], capsys) -> None:
         assert expected in _one_error_line(capsys), extra
 
 
+def test_malformed_or_missing_preset_is_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher:\n  steps: [3\n")
+    assert run_main(["--config", str(bad), f"out_root={tmp_path}"]) == 2
+    assert "not valid YAML" in _one_error_line(capsys)
+    assert run_main(["--config", str(tmp_path / "nope.yaml"), f"out_root={tmp_path}"]) == 2
+    assert "No such file" in _one_error_line(capsys)
+
+
 def test_debug_flag_and_environment_variable_show_the_traceback(existing_run, capsys, monkeypatch) -> None:
     with pytest.raises(cfglib.ConfigError):
         run_main([*existing_run, "teachr.steps=3", "--debug"])

@@ -64,3 +64,6 @@ def test_symlink_loops_and_broken_links_are_listed(tmp_path: Path, capsys) -> No
     with open(tmp_path / "o" / "summary.csv") as fh:
         status = {r["file"]: r["status"] for r in csv.DictReader(fh)}
     assert status == {"gone.flac": "error", "loop.wav": "error", "spk/a.mp3": "ok", "spk/up": "error"}
+    capsys.readouterr()
+    assert main(["analyze", str(recs / "loop.wav"), "--model", model, "--out", str(tmp_path / "l")]) == 2
+    assert "symlink loop or a broken symlink" in capsys.readouterr().err

@@ -62,3 +62,18 @@ def test_files_never_decoded_are_named(tmp_path: Path, folder_corpus: Path) -> N
     assert sorted(Path(p).parent.name for p in report["not_decoded"]) == sorted(
         p.name for p in corpus.iterdir()
     )
+
+
+def test_a_folder_of_only_bad_files_is_listed_and_an_empty_one_is_an_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "empty.wav").write_bytes(b"")
+    (tmp_path / "bad" / "notes.wav").write_text("not audio")
+    assert main(["data", "check", str(tmp_path / "bad"), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["files"] == 0 and sorted(Path(b["path"]).name for b in out["bad"]) == [
+        "empty.wav",
+        "notes.wav",
+    ]
+    (tmp_path / "none").mkdir()
+    assert main(["data", "check", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("error: no usable audio")

@@ -32,7 +32,9 @@ from ersam_ssl.analysis.recording import (
     analyze_folder,
     analyze_recording,
     load_counter,
+    model_window,
 )
+from ersam_ssl.audio import SAMPLE_RATE
 from ersam_ssl.cli import add_debug_flag, run_command
 
 #: Exit codes (see the module docstring, which is also ``--help``).
@@ -50,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the package, see --model-info)")  # fmt: skip
     p.add_argument("--model-info", action="store_true", help="print the model card of the shipped counter")
     p.add_argument("--out", default=None, help="output folder (required unless --model-info)")
-    p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="window length in s (default 5)")
+    p.add_argument("--window", type=float, default=None,
+                   help=f"window length in s (default: the window an ONNX export was made for, else "
+                        f"{DEFAULT_WINDOW:g})")  # fmt: skip
     p.add_argument("--hop", type=float, default=None, help="hop between windows in s (default: the window)")
     p.add_argument("--vad-threshold-db", type=float, default=vad.threshold_db,
                    help=f"frame level (dBFS, 20 ms frames) counting as activity (default {vad.threshold_db})")  # fmt: skip
@@ -121,7 +125,8 @@ def _main(argv: list[str]) -> int:
 
     src = Path(args.input)
     if not src.exists():
-        print(f"error: {src} does not exist", file=sys.stderr)
+        what = "is a symlink loop or a broken symlink" if src.is_symlink() else "does not exist"
+        print(f"error: {src} {what}", file=sys.stderr)
         return EXIT_ERROR
     if Path(args.out).exists() and not Path(args.out).is_dir():
         print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
@@ -137,7 +142,14 @@ def _main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as e:  # both name the file
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return EXIT_ERROR
-    common = dict(window=args.window, hop=args.hop, vad=vad, speech_vad=speech, batch_size=args.batch,
+    try:
+        window = model_window(counter, args.window)
+    except ValueError:
+        own = counter.fixed_samples / SAMPLE_RATE
+        print(f"error: {args.model or 'the shipped counter'} takes {own:g} s windows ({counter.fixed_samples} "
+              f"samples): leave --window out or pass --window {own:g}", file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
+    common = dict(window=window, hop=args.hop, vad=vad, speech_vad=speech, batch_size=args.batch,
                   threads=args.threads,
                   min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip
     if src.is_dir():
@@ -152,6 +164,9 @@ def _main(argv: list[str]) -> int:
             if r["reason"]:
                 print(f"  {r['status']}: {r['file']}: {r['reason']}")
         if not ok:
+            print(
+                f"error: none of the {len(rows)} recording(s) under {src} could be analysed", file=sys.stderr
+            )
             return EXIT_UNREADABLE
         return EXIT_COMPLETE if all(r["status"] == "ok" for r in rows) else EXIT_PARTIAL
     progress = _Progress(src.name, args.quiet)

@@ -657,6 +657,23 @@ def load_counter(model: str | Path | torch.nn.Module | Counter, threads: int = 1
     return TorchCounter(load_model(path), threads, source=str(path))
 
 
+def model_window(counter: Counter, window: float | None = None) -> float:
+    """The analysis window in seconds: ``window`` if given, else the counter's fixed input length (an ONNX
+    export fixes and so records it), else :data:`DEFAULT_WINDOW`.
+
+    Raises:
+        ValueError: ``window`` differs from the length the model takes.
+    """
+    fixed = counter.fixed_samples
+    if fixed is None:
+        return DEFAULT_WINDOW if window is None else window
+    own = fixed / audio.SAMPLE_RATE
+    if window is not None and int(round(window * audio.SAMPLE_RATE)) != fixed:
+        raise ValueError(f"the model takes exactly {fixed} samples ({own:g} s windows), not {window:g} s; "
+                         f"pass window={own:g} or leave the window out")  # fmt: skip
+    return own
+
+
 # ---------------------------------------------------------------------------------------------------
 # Analysis of one recording
 
@@ -905,7 +922,7 @@ def analyze_recording(
     path: str | Path,
     model: str | Path | torch.nn.Module | Counter,
     out_dir: str | Path,
-    window: float = DEFAULT_WINDOW,
+    window: float | None = None,
     hop: float | None = None,
     vad: VadConfig | None = None,
     vad_threshold_db: float | None = None,
@@ -930,7 +947,9 @@ def analyze_recording(
         model: an ``.onnx`` export, a model file or Lightning checkpoint, a ``CountModel``, or a
             :class:`Counter` (see :func:`load_counter`).
         out_dir: output folder (created).
-        window, hop: window length and hop in seconds (hop ``None``: the window, no overlap).
+        window, hop: window length and hop in seconds. ``window=None``: the model's own window when it
+            takes a fixed input length (an ONNX export records it), else :data:`DEFAULT_WINDOW`;
+            ``hop=None``: the window (no overlap).
         vad: the voice-activity gate (default :class:`VadConfig`); ``vad_threshold_db`` overrides its
             threshold.
         speech_vad: a speech VAD as well (:class:`~ersam_ssl.analysis.vad.SpeechVadConfig`; the command
@@ -951,6 +970,8 @@ def analyze_recording(
             ``summary.input`` instead).
     """
     t0 = time.perf_counter()
+    counter = load_counter(model, threads)
+    window = model_window(counter, window)
     hop = window if hop is None else hop
     if window <= 0 or hop <= 0 or batch_size < 1:
         raise ValueError(f"need window > 0, hop > 0 and batch_size >= 1, got {window}, {hop}, {batch_size}")
@@ -958,17 +979,11 @@ def analyze_recording(
     vad = vad or VadConfig()
     if vad_threshold_db is not None:
         vad = VadConfig(vad_threshold_db, vad.min_active, vad.frame_s, vad.enabled)
-    counter = load_counter(model, threads)
     speech_vad = speech_vad or SpeechVadConfig(backend="energy")
     silero, vad_problem = load_speech_vad(speech_vad)
     tracker = SpeechTracker(silero, speech_vad.threshold) if silero is not None else None
     sr = audio.SAMPLE_RATE
     win, hop_n = int(round(window * sr)), int(round(hop * sr))
-    if counter.fixed_samples is not None and counter.fixed_samples != win:
-        raise ValueError(
-            f"the model takes exactly {counter.fixed_samples} samples ({counter.fixed_samples / sr:g} s); "
-            f"use window={counter.fixed_samples / sr:g}"
-        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hdr = audio.info(path)

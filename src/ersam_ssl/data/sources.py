@@ -63,6 +63,14 @@ class ScanReport:
         self.bad.extend(other.bad)
 
 
+class NoUsableAudioError(FileNotFoundError):
+    """A corpus root without one usable file; ``report`` lists the files seen and why each is unusable."""
+
+    def __init__(self, message: str, report: ScanReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 class Source:
     """Base of all sources: a list of utterances plus the report of skipped files."""
 
@@ -178,9 +186,10 @@ class LibriSpeechSource(Source):
             spk = m["spk"]
             utts.append(Utterance(str(path), spk, hdr.duration, subset=subset, sex=sexes.get(spk, "")))
         if not utts:
-            raise FileNotFoundError(
+            raise NoUsableAudioError(
                 f"no usable LibriSpeech utterances under {root} ({report.n_files} files seen, "
-                f"{len(report.bad)} bad)"
+                f"{len(report.bad)} bad)",
+                report,
             )
         super().__init__(utts, report)
 
@@ -227,7 +236,7 @@ class LibriCountSource(Source):
                     continue
             utts.append(Utterance(str(path), path.stem, hdr.duration, count=k, meta=meta))
         if not utts:
-            raise FileNotFoundError(f"no LibriCount-style files under {root}")
+            raise NoUsableAudioError(f"no usable LibriCount-style files under {root}", report)
         super().__init__(utts, report)
 
     def counts(self) -> list[int]:
@@ -292,7 +301,7 @@ class FolderSource(Source):
         else:
             raise FileNotFoundError(f"{root} is neither a folder nor a manifest.csv")
         if not utts:
-            raise FileNotFoundError(f"no usable audio under {root} ({len(report.bad)} bad files)")
+            raise NoUsableAudioError(f"no usable audio under {root} ({len(report.bad)} bad files)", report)
         super().__init__(utts, report)
 
 

@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -793,6 +794,9 @@ def run_search(cfg: SearchConfig, engine: DataEngine | None = None) -> dict:
     calibration = [f for f, _ in feature_batches(frontend, calib_set, calib_idx, s.calib_batch_size)]
     validation = feature_batches(frontend, engine.selection_val)
     cost_model = make_cost_model(cfg, engine.num_classes)
+    # The search restarts from scratch when a run resumes; NNI names each experiment's folder by a random
+    # id, so without this every resumed (or repeated) search would leave one more nni/<id> behind.
+    shutil.rmtree(out / "nni", ignore_errors=True)
     if s.strategy == "proxyless":
         labeled = feature_batches(frontend, engine.pool, engine.budget[0])
         records, rejected, evaluator = run_proxyless(
