@@ -44,7 +44,7 @@ def test_trained_counter_on_a_ten_minute_recording(synth_source, tmp_path: Path)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(150):
+    for _ in range(250):
         idx = torch.randint(0, len(x_train), (16,), generator=gen)
         loss = model.head.loss(model(x_train[idx]), y_train[idx])
         opt.zero_grad()
