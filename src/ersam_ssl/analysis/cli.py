@@ -1,9 +1,9 @@
 """``ersam-ssl analyze RECORDING|FOLDER [--model MODEL] --out DIR``: count speakers over long recordings.
 
-Writes ``windows.csv``, ``summary.json`` and ``timeline.png`` to ``DIR`` (for a folder: one sub-folder per
-recording plus a combined ``summary.csv``). MODEL is an exported ``.onnx`` file (ONNX Runtime) or a model
-file / Lightning checkpoint (PyTorch); without it, the counter shipped with the package is used
-(``--model-info`` prints its model card).
+Writes ``windows.csv``, ``summary.json``, ``timeline.png`` and, with ``--report``, ``report.html`` to ``DIR``
+(for a folder: one sub-folder per recording plus a combined ``summary.csv``). MODEL is an exported ``.onnx``
+file (ONNX Runtime) or a model file / Lightning checkpoint (PyTorch); without it, the counter shipped with
+the package is used (``--model-info`` prints its model card).
 
 Damaged input is analysed as far as it decodes and reported: what was lost (seconds unreadable or
 missing, NaN/Inf samples, a file too short for a window) is printed to stderr and recorded in
@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-tail", type=float, default=DEFAULT_MIN_TAIL,
                    help="analyse a final partial window (zero-padded) holding at least this many s")  # fmt: skip
     p.add_argument("--no-plot", action="store_true", help="skip timeline.png")
+    p.add_argument("--report", action="store_true",
+                   help="also write report.html: a self-contained day report (hours, levels per hour, timeline, "
+                        "model)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
     add_debug_flag(p)
     return p
@@ -151,7 +154,7 @@ def _main(argv: list[str]) -> int:
         return EXIT_ERROR
     common = dict(window=window, hop=args.hop, vad=vad, speech_vad=speech, batch_size=args.batch,
                   threads=args.threads,
-                  min_tail=args.min_tail, plot=not args.no_plot)  # fmt: skip
+                  min_tail=args.min_tail, plot=not args.no_plot, html_report=args.report)  # fmt: skip
     if src.is_dir():
         try:
             rows = analyze_folder(src, counter, args.out, **common)

@@ -24,7 +24,8 @@ Pipeline (bounded memory, whatever the recording's length):
    :class:`~ersam_ssl.models.CountModel`) returns count and confidence (max of ``head.log_probs``, divided
    by the model's calibrated temperature, see :mod:`ersam_ssl.calibration`); a window whose confidence is
    below the model's ``abstain_confidence`` is reported ``uncertain`` instead of counted.
-5. ``windows.csv``, ``summary.json`` and ``timeline.png`` are written to the output folder.
+5. ``windows.csv``, ``summary.json`` and ``timeline.png`` are written to the output folder (and, on
+   request, a self-contained ``report.html``, :mod:`ersam_ssl.analysis.report`).
 """
 
 from __future__ import annotations
@@ -934,6 +935,7 @@ def analyze_recording(
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     plot: bool = True,
     progress: Callable[[float, float], None] | None = None,
+    html_report: bool = False,
 ) -> Summary:
     """Count speakers in every window of a long recording; write ``windows.csv``, ``summary.json`` and
     ``timeline.png`` to ``out_dir``.
@@ -964,6 +966,7 @@ def analyze_recording(
         block_seconds: decode block size (memory ≈ a few blocks + one batch of windows).
         plot: write ``timeline.png``.
         progress: called as ``progress(seconds_done, total_seconds)`` after every batch.
+        html_report: also write ``report.html`` (:func:`ersam_ssl.analysis.report.write_report`).
 
     Raises:
         ersam_ssl.audio.AudioError: the file cannot be read as audio at all (partial damage is reported in
@@ -1058,6 +1061,10 @@ def analyze_recording(
         table=table,
         **stats,
     )
+    if html_report:
+        from ersam_ssl.analysis.report import write_report
+
+        outputs["report_html"] = str(write_report(summary, out_dir / "report.html", levels, Path(path).name))
     _write_json(out_dir / "summary.json", _finite(summary.to_dict()))
     return summary
 
