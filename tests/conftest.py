@@ -141,3 +141,50 @@ def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1
     t = np.arange(int(seconds * sr)) / sr
     x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+#: Exact STFT bin centres for n_fft=400 at 16 kHz (40 Hz bins), far apart so they do not leak.
+TONE_HZ = (320.0, 720.0, 1120.0, 1720.0, 2320.0)
+TONE_MODEL = "test-tone-counter"
+
+
+def build_tone_counter(beta: float = 5.0, threshold: float = 1.0, sharpness: float = 20.0):
+    """A counter built, not trained, so its answers are known: it counts the tones of :data:`TONE_HZ`
+    whose mean STFT magnitude over the window exceeds ``threshold`` (a full-window tone of amplitude 0.05
+    gives 5.0, half a window 2.5), squashed by a sigmoid of ``sharpness``; logits ``-beta (c - j)²`` for
+    counts ``j = 0..5`` (linear in ``[c, c²]``). Registered as a model, so exports and files rebuild it."""
+    import torch
+    from torch import nn
+
+    from ersam_ssl.models import CountModel
+    from ersam_ssl.models.frontend import StftMagnitude
+    from ersam_ssl.models.heads import ClassificationHead
+
+    class ToneFeatures(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("bins", torch.tensor([int(f / 40) for f in TONE_HZ]), persistent=False)
+
+        def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+            level = magnitude.index_select(1, self.bins).mean(dim=-1)
+            c = torch.sigmoid(sharpness * (level - threshold)).sum(dim=-1, keepdim=True)
+            return torch.cat([c, c * c], dim=-1)
+
+    num_classes = len(TONE_HZ) + 1
+    head = ClassificationHead(2, num_classes)
+    with torch.no_grad():
+        j = torch.arange(num_classes, dtype=torch.float32)
+        head.linear.weight.copy_(beta * torch.stack([2 * j, -torch.ones_like(j)], dim=1))
+        head.linear.bias.copy_(-beta * j * j)
+    config = {"name": TONE_MODEL, "kwargs": {"beta": beta, "threshold": threshold, "sharpness": sharpness}}
+    return CountModel(StftMagnitude(), ToneFeatures(), head, 2, config).eval()
+
+
+def _register_tone_counter() -> None:
+    from ersam_ssl.models import MODELS
+
+    if TONE_MODEL not in MODELS:
+        MODELS.register(TONE_MODEL)(build_tone_counter)
+
+
+_register_tone_counter()

@@ -21,47 +21,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import nn
 
+from conftest import TONE_HZ, build_tone_counter
 from ersam_ssl.analysis import TorchCounter, analyze_recording, load_counter, read_windows
 from ersam_ssl.export import export_onnx
-from ersam_ssl.models import MODELS, CountModel
-from ersam_ssl.models.frontend import StftMagnitude
-from ersam_ssl.models.heads import ClassificationHead
+from ersam_ssl.models import CountModel
 
 SR = 16000
 SEG = 5.0
-TONE_HZ = (320.0, 720.0, 1120.0, 1720.0, 2320.0)  # exact 40 Hz STFT bins, far apart
 AMP = 0.05  # a tone held for the whole window: mean bin magnitude 5.0; for half of it: 2.5
-NOTE_MODEL = "test-held-note-counter"
 TEMPERATURE, ABSTAIN = 2.0, 0.7
 
 
-class HeldNotes(nn.Module):
-    def __init__(self, threshold: float = 2.5, sharpness: float = 4.0) -> None:
-        super().__init__()
-        self.register_buffer("bins", torch.tensor([int(f / 40) for f in TONE_HZ]), persistent=False)
-        self.threshold, self.sharpness = threshold, sharpness
-
-    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
-        level = magnitude.index_select(1, self.bins).mean(dim=-1)
-        c = torch.sigmoid(self.sharpness * (level - self.threshold)).sum(dim=-1, keepdim=True)
-        return torch.cat([c, c * c], dim=-1)
-
-
-def build_note_counter(beta: float = 5.0) -> CountModel:
-    num_classes = len(TONE_HZ) + 1
-    head = ClassificationHead(2, num_classes)
-    with torch.no_grad():
-        j = torch.arange(num_classes, dtype=torch.float32)
-        head.linear.weight.copy_(beta * torch.stack([2 * j, -torch.ones_like(j)], dim=1))
-        head.linear.bias.copy_(-beta * j * j)
-    config = {"name": NOTE_MODEL, "kwargs": {"beta": beta}}
-    return CountModel(StftMagnitude(), HeldNotes(), head, 2, config).eval()
-
-
-if NOTE_MODEL not in MODELS:
-    MODELS.register(NOTE_MODEL)(build_note_counter)
+def build_note_counter(beta: float = 5.0):
+    """The tone counter with its decision threshold at the level of a note held for half the window."""
+    return build_tone_counter(beta, threshold=2.5, sharpness=4.0)
 
 
 def segment(held: tuple[int, ...] = (), half: tuple[int, ...] = (), seed: int = 0) -> np.ndarray:

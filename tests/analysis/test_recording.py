@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import nn
 
+from conftest import TONE_HZ, TONE_MODEL, build_tone_counter
 from ersam_ssl import audio
 from ersam_ssl.analysis import (
     ONNX_CONFIG_KEY,
@@ -40,48 +40,11 @@ from ersam_ssl.analysis import (
     vad_activity,
 )
 from ersam_ssl.data import AmbianceLevels
-from ersam_ssl.models import MODELS, CountModel
-from ersam_ssl.models.frontend import StftMagnitude
-from ersam_ssl.models.heads import ClassificationHead
+from ersam_ssl.models import CountModel
 
 SR = 16000
 SEG = 5.0
-#: Exact STFT bin centres for n_fft=400 at 16 kHz (40 Hz bins), far apart so they do not leak.
-TONE_HZ = (320.0, 720.0, 1120.0, 1720.0, 2320.0)
 TONE_AMP = 0.05
-TONE_MODEL = "test-tone-counter"
-
-
-class ToneFeatures(nn.Module):
-    """STFT magnitude → ``[c, c²]`` where ``c`` = number of tones whose mean magnitude over the window
-    exceeds ``threshold`` (a full-window tone of amplitude 0.05 gives 5.0; half a window 2.5)."""
-
-    def __init__(self, threshold: float = 1.0, sharpness: float = 20.0) -> None:
-        super().__init__()
-        self.register_buffer("bins", torch.tensor([int(f / 40) for f in TONE_HZ]), persistent=False)
-        self.threshold = threshold
-        self.sharpness = sharpness
-
-    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
-        level = magnitude.index_select(1, self.bins).mean(dim=-1)
-        c = torch.sigmoid(self.sharpness * (level - self.threshold)).sum(dim=-1, keepdim=True)
-        return torch.cat([c, c * c], dim=-1)
-
-
-def build_tone_counter(beta: float = 5.0) -> CountModel:
-    """Logits ``-beta (c - j)²`` for counts ``j = 0..5`` (linear in ``[c, c²]``)."""
-    num_classes = len(TONE_HZ) + 1
-    head = ClassificationHead(2, num_classes)
-    with torch.no_grad():
-        j = torch.arange(num_classes, dtype=torch.float32)
-        head.linear.weight.copy_(beta * torch.stack([2 * j, -torch.ones_like(j)], dim=1))
-        head.linear.bias.copy_(-beta * j * j)
-    config = {"name": TONE_MODEL, "kwargs": {"beta": beta}}
-    return CountModel(StftMagnitude(), ToneFeatures(), head, 2, config).eval()
-
-
-if TONE_MODEL not in MODELS:
-    MODELS.register(TONE_MODEL)(build_tone_counter)
 
 
 def tone_segment(tones: frozenset[int], start: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
