@@ -553,6 +553,7 @@ def layer_specs(
     num_samples: int = 80000,
     num_classes: int = 11,
     head: str = "classify",
+    level_norm: str = "clip",
 ) -> list[dict]:
     """The model as a sequence of JSON-able op specs, input to output (for per-op latency tables).
 
@@ -573,6 +574,7 @@ def layer_specs(
             "n_fft": _N_FFT,
             "hop_length": _HOP_LENGTH,
             "n_mels": n_mels,
+            "level_norm": level_norm,
             "length": num_samples,
             "out_length": frames,
         }
@@ -643,7 +645,13 @@ def make_op(spec: dict) -> tuple[nn.Module, Tensor]:
     """Build the op of a :func:`layer_specs` entry alone, in eval mode, with a random batch-1 input."""
     op = spec["op"]
     if op == "frontend":
-        module: nn.Module = LogMel(spec["sample_rate"], spec["n_fft"], spec["hop_length"], spec["n_mels"])
+        module: nn.Module = LogMel(
+            spec["sample_rate"],
+            spec["n_fft"],
+            spec["hop_length"],
+            spec["n_mels"],
+            level_norm=spec.get("level_norm", "none"),
+        )
         example = torch.randn(1, spec["length"])
     elif op == "stem":
         module = Stem(spec["in_ch"], spec["out_ch"], spec["activation"])

@@ -203,6 +203,7 @@ def make_cost_model(cfg: SearchConfig, num_classes: int) -> CostModel:
             layer_specs,
             space=cfg.sam_space,
             n_mels=cfg.n_mels,
+            level_norm=cfg.level_norm,
             num_samples=b.num_samples,
             num_classes=num_classes,
             head=cfg.head,
