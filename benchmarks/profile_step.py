@@ -16,6 +16,7 @@ import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
 # isort: split
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     batch_data_ms = 32 * data["per_clip_ms"]
     result = {"data": data, "model": model, "batch_data_ms": round(batch_data_ms, 1),
               "data_to_model_ratio": round(batch_data_ms / model["step_ms"], 2),
-              "command": "python benchmarks/profile_step.py " + " ".join(argv or []),
+              "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d"), "source": a.source}  # fmt: skip
     print(json.dumps(result, indent=1))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
