@@ -174,10 +174,28 @@ def record_run(run_dir: Path, command: str) -> Path:
     return out
 
 
+def profile_table(path: Path) -> str:
+    """Where a mixture-supervision training step's time goes (``benchmarks/profile_step.py``)."""
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    data, model = d["data"], d["model"]
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in data["parts_ms"].items())
+    shares = ", ".join(f"{k} {100 * v:.0f} %" for k, v in model["parts_share"].items())
+    return (
+        f"**Where a training step's time goes** (`{d['command']}`, {d['date']}, 1 thread): rendering one "
+        f"5 s training mixture takes {data['per_clip_ms']:.1f} ms ({parts} ms per clip on average), a batch of "
+        f"{model['batch']} therefore {d['batch_data_ms']:.0f} ms; the {model['arch']} SAM step on it "
+        f"{model['step_ms']:.0f} ms ({shares}). Data rendering is {d['data_to_model_ratio']:.2f}x the model: "
+        "one DataLoader worker per training thread keeps the two cores about equally busy."
+    )
+
+
 def render() -> str:
     parts = [
         accuracy_tables(HERE / "results" / "accuracy"),
         pipeline_table(HERE / "results" / "pipeline"),
+        profile_table(HERE / "results" / "profile_step.json"),
         cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
     ]
     return "\n\n".join(p for p in parts if p)
