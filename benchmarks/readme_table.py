@@ -191,11 +191,39 @@ def profile_table(path: Path) -> str:
     )
 
 
+def reliability_table(path: Path) -> str:
+    """Bad input through every tool (``benchmarks/reliability.py``): outcome and exit code per kind."""
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    tools = list(dict.fromkeys(r["tool"] for r in d["rows"]))
+    by_kind: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in d["rows"]:
+        by_kind[r["kind"]][r["tool"]] = f"{r['outcome']} ({r['exit']})"
+    lines = ["| input | " + " | ".join(tools) + " |", "|" + "---|" * (len(tools) + 1)]
+    for kind, cells in by_kind.items():
+        lines.append(f"| {kind} | " + " | ".join(cells.get(t, "") for t in tools) + " |")
+    return "\n".join(
+        [
+            f"**Bad input** (`{d['command']}`, {d['date']}): {d['kinds']} kinds of input, {d['cases']} cases; "
+            f"crashes {d['crashes']}, silent wrong answers {d['silent_wrong_answers']}, other outcomes not as due "
+            f"{d['not_as_due']}. Outcome (exit code): ok / clear error / partial.",
+            "",
+            "<details><summary>every case</summary>",
+            "",
+            *lines,
+            "",
+            "</details>",
+        ]
+    )
+
+
 def render() -> str:
     parts = [
         accuracy_tables(HERE / "results" / "accuracy"),
         pipeline_table(HERE / "results" / "pipeline"),
         profile_table(HERE / "results" / "profile_step.json"),
+        reliability_table(HERE / "results" / "reliability.json"),
         cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
     ]
     return "\n\n".join(p for p in parts if p)
