@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: Test domains every accuracy figure is reported on: LibriCount-style overlapped mixtures in each acoustic
 #: scenario, and clean conversational mixtures (turn-taking; label = speakers active >= min_speech_s).
 TEST_DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
+#: Corpus kinds a DataConfig can open (``source`` and every ``extra_sources`` entry).
+CORPUS_KINDS = ("synth", "librispeech", "folder")
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,13 @@ class DataConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.source not in ("synth", "librispeech", "folder"):
+        if self.source not in CORPUS_KINDS:
             raise ValueError(f"data.source={self.source!r}: choose synth, librispeech or folder")
         if self.source != "synth" and not self.root:
             raise ValueError(f"data.source={self.source} needs data.root=/path/to/corpus")
         for entry in self.extra_sources:
             kind = entry.split(":", 1)[0]
-            if kind not in ("synth", "librispeech", "folder") or (kind != "synth" and ":" not in entry):
+            if kind not in CORPUS_KINDS or (kind != "synth" and ":" not in entry):
                 raise ValueError(
                     f"data.extra_sources entry {entry!r}: use 'synth' or 'librispeech|folder:/root'"
                 )
