@@ -945,7 +945,7 @@ def analyze_recording(
         >>> s.level_share            # {"none": 0.71, "one-to-one": 0.18, "small group": 0.09, "crowd": 0.02}
 
     Args:
-        path: the recording (WAV/FLAC/OGG..., any rate and channel count; streamed, never fully loaded).
+        path: the recording (WAV/FLAC/OGG/MP3..., any rate and channel count; streamed, never fully loaded).
         model: an ``.onnx`` export, a model file or Lightning checkpoint, a ``CountModel``, or a
             :class:`Counter` (see :func:`load_counter`).
         out_dir: output folder (created).
