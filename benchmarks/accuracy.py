@@ -48,6 +48,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from ersam_ssl.data.sources import CombinedSource
 from ersam_ssl.metrics import evaluate
 from ersam_ssl.models import SAMSpace, build_model, create_model
 from ersam_ssl.ssl import MixtureSupervision, OptimConfig, datamodule_for
+from ersam_ssl.ssl.specaugment import SpecAugmentConfig
 from ersam_ssl.threads import configure_threads
 from ersam_ssl.trainer import TrainerConfig, fit
 
@@ -160,12 +162,12 @@ class Snapshots(pl.Callback):
             self.records.append({"step": step, "train_min": round(self.train_s / 60, 3), "path": str(path)})
 
 
-def run_id(method: str, model: str, train: str, seed: int, steps: int) -> str:
-    return f"{method}-{model}-{train}-s{seed}-{steps}"
+def run_id(method: str, model: str, train: str, seed: int, steps: int, variant: str = "") -> str:
+    return f"{method}-{model}-{train}-s{seed}-{steps}" + (f"-{variant}" if variant else "")
 
 
 def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed: int) -> dict:
-    rid = run_id("mixture", model_name, train, seed, args.steps)
+    rid = run_id("mixture", model_name, train, seed, args.steps, args.variant)
     work = Path(args.work_dir) / rid
     work.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True)
@@ -173,7 +175,10 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     corpora = [c for c in CORPORA if getattr(args, c)]
     train_spk = sorted(s for c in train.split("+") for s in speakers_of(engine, "train", c))
     model = new_model(model_name, engine.num_classes, engine, seed)
-    module = MixtureSupervision(model, OptimConfig(lr=args.lr, weight_decay=args.weight_decay))
+    spec = SpecAugmentConfig() if args.spec_augment else None
+    module = MixtureSupervision(
+        model, OptimConfig(lr=args.lr, weight_decay=args.weight_decay), spec_augment=spec
+    )
     dm = datamodule_for(module, engine, batch_size=args.batch_size, num_workers=args.workers)
     dm.speakers = train_spk
     marks = [max(1, int(round(f * args.steps))) for f in SNAPSHOTS]
@@ -202,6 +207,8 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     median = {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora}
     return {
         "run": rid, "method": "mixture", "model": model_name, "train": train, "seed": seed,
+        "variant": args.variant, "spec_augment": None if spec is None else asdict(spec),
+        "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers,
         "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
         "test_speakers": {c: len(speakers_of(engine, "test", c)) for c in corpora},
@@ -227,11 +234,13 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
     """Few target labels on top of the source run ``mixture-<model>-<train>-s<seed>-<steps>``."""
     from ersam_ssl.ssl import METHODS, FixMatch, FixMatchConfig
 
-    source_id = run_id("mixture", model_name, train, seed, args.steps)
+    source_id = run_id("mixture", model_name, train, seed, args.steps, args.variant)
     source = Path(args.work_dir) / source_id / f"step{args.steps:06d}.pt"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: run the source model first (same --steps, --models, --train)")
-    rid = f"adapt-{method}-{model_name}-{train}-s{seed}-{args.adapt_steps}"
+    rid = f"adapt-{method}-{model_name}-{train}-s{seed}-{args.adapt_steps}" + (
+        f"-{args.variant}" if args.variant else ""
+    )
     work = Path(args.work_dir) / rid
     work.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True)
@@ -366,6 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--spec-augment", action="store_true", help="mask mel bands and time spans while training")
+    p.add_argument("--variant", default="", help="suffix of the run names (a recipe variant)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--workers", type=int, default=1)
@@ -405,12 +416,16 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         for model in a.models.split(","):
             for train in a.train.split(","):
-                jobs = [(run_id("mixture", model, train, seed, a.steps), None)]
+                jobs = [(run_id("mixture", model, train, seed, a.steps, a.variant), None)]
                 if a.eval_model:
                     jobs = [(f"eval-{a.name}-s{seed}", "eval")]
                 elif a.adapt:
                     jobs = [
-                        (f"adapt-{m}-{model}-{train}-s{seed}-{a.adapt_steps}", m)
+                        (
+                            f"adapt-{m}-{model}-{train}-s{seed}-{a.adapt_steps}"
+                            + (f"-{a.variant}" if a.variant else ""),
+                            m,
+                        )
                         for m in a.adapt_methods.split(",")
                     ]
                 for rid, method in jobs:

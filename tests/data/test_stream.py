@@ -13,6 +13,7 @@ from ersam_ssl.data import (
     get_scenario,
 )
 from ersam_ssl.data.bank import VAD_FRAME
+from ersam_ssl.data.scenarios import DEVICE_BANDS_HZ, _biquad
 
 
 def _conversations(engine, n=40, **kw):
@@ -59,7 +60,7 @@ def test_no_conversation_leaves_items_unchanged(small_engine):
 def test_randomized_domain_is_seeded_and_varies_every_factor(small_engine):
     r = ScenarioRenderer(get_scenario("randomized"), seed=0, clip_samples=16000, babble=small_engine.babble)
     x = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
-    seen = {"noise": set(), "rir": 0, "mic_band_hz": set(), "level_db": []}
+    seen = {"noise": set(), "rir": 0, "mic_band_hz": set(), "level_db": [], "eq_db": []}
     for i in range(200):
         a, ma = r(x, np.random.default_rng([7, i]))
         b, mb = r(x, np.random.default_rng([7, i]))
@@ -69,9 +70,20 @@ def test_randomized_domain_is_seeded_and_varies_every_factor(small_engine):
         seen["rir"] += "rir" in ma
         seen["mic_band_hz"].add(tuple(ma.get("mic_band_hz", ())))
         seen["level_db"].append(ma["level_db"])
+        seen["eq_db"] += ma.get("eq_db", [])
     assert {"white", "pink", "brown", "babble", None} <= seen["noise"]
     assert 30 < seen["rir"] < 120
-    assert len(seen["mic_band_hz"]) == 5  # four devices + full band
+    bands = seen["mic_band_hz"] - {()}
+    assert () in seen["mic_band_hz"] and len(bands) > 50  # full band, and a continuum of device bands
+    # every band is one of the four devices with its edges moved by at most mic_jitter (25 %)
+    for lo, hi in bands:
+        assert any(
+            0.74 * a <= lo <= 1.26 * a and 0.74 * b <= hi <= min(1.26 * b, 7840) for a, b in DEVICE_BANDS_HZ
+        )
+    his = sorted(hi for _, hi in bands)
+    assert his[0] < 3400 and his[-1] > 7000
+    assert 150 < len(seen["eq_db"]) < 450  # three gains per coloured clip, about half of the clips
+    assert min(seen["eq_db"]) < -8 and max(seen["eq_db"]) > 8 and max(map(abs, seen["eq_db"])) <= 10
     assert min(seen["level_db"]) < -20 and max(seen["level_db"]) > 10
 
 
@@ -112,3 +124,19 @@ def test_replay_adaptation_trains_on_target_labels_and_the_stream(small_engine, 
     logged = module.trainer.logged_metrics
     assert {"train/target_loss", "train/replay_loss"} <= set(logged)
     assert any(not torch.equal(before[k], v) for k, v in module.model.state_dict().items())
+
+
+def test_colour_filters_match_the_cookbook_gains():
+    """Shelves reach their gain at the far end of the band and 0 dB at the other; a peak at its centre."""
+    from scipy import signal
+
+    for kind, probe, gain_at in (
+        ("low_shelf", [5, 7990], 0),
+        ("high_shelf", [5, 7990], 1),
+        ("peak", [5, 1000], 1),
+    ):
+        for g in (-9.0, 6.0):
+            _, h = signal.sosfreqz(_biquad(kind, 1000.0, g, 0.707, 16000)[None], worN=probe, fs=16000)
+            db = 20 * np.log10(np.abs(h))
+            np.testing.assert_allclose(db[gain_at], g, atol=0.3)
+            np.testing.assert_allclose(db[1 - gain_at], 0.0, atol=0.3)

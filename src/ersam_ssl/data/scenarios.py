@@ -9,6 +9,8 @@ read-speech conditions. A scenario turns a clean mixture into such a shifted-dom
   path; Polack's statistical model as used e.g. in Lehmann & Johansson, JASA 2008 for diffuse tails);
 * a device-microphone band limit (Butterworth band-pass; one of several devices: narrowband phone,
   phone, laptop, wideband) with mild soft clipping (cheap-mic non-linearity);
+* a random colouration (equaliser): a low shelf, a peak and a high shelf with random corner frequencies
+  and gains — the spectral tilt of a room, a distance or a microphone that no fixed band-pass covers;
 * level changes (distance to the phone, automatic gain control); clips that would exceed full scale are
   scaled down by the mixture generator, never clipped.
 
@@ -46,10 +48,13 @@ class ScenarioConfig:
     mic_prob: float = 0.0
     mic_bands_hz: tuple[tuple[float, float], ...] = ((200.0, 3800.0),)
     clip_drive: tuple[float, float] = (1.0, 3.0)
+    mic_jitter: float = 0.0
+    eq_prob: float = 0.0
+    eq_db: float = 10.0
     level_db: tuple[float, float] = (0.0, 0.0)
 
     def validate(self) -> None:
-        for name in ("noise_prob", "reverb_prob", "mic_prob"):
+        for name in ("noise_prob", "reverb_prob", "mic_prob", "eq_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"scenario {self.name}: {name}={p} is not a probability")
@@ -61,6 +66,10 @@ class ScenarioConfig:
         for lo, hi in self.mic_bands_hz:
             if not 0 < lo < hi < SAMPLE_RATE / 2:
                 raise ValueError(f"scenario {self.name}: mic band ({lo}, {hi}) outside (0, 8000) Hz")
+        if not 0.0 <= self.mic_jitter < 0.5:
+            raise ValueError(f"scenario {self.name}: mic_jitter={self.mic_jitter} must be in [0, 0.5)")
+        if not 0.0 <= self.eq_db <= 24.0:
+            raise ValueError(f"scenario {self.name}: eq_db={self.eq_db} must be in [0, 24]")
 
     @property
     def is_clean(self) -> bool:
@@ -68,6 +77,7 @@ class ScenarioConfig:
             self.noise_prob == 0
             and self.reverb_prob == 0
             and self.mic_prob == 0
+            and self.eq_prob == 0
             and self.level_db == (0.0, 0.0)
         )
 
@@ -101,6 +111,9 @@ SCENARIOS.register("randomized")(
         rt60_s=(0.2, 1.0),
         mic_prob=0.5,
         mic_bands_hz=DEVICE_BANDS_HZ,
+        mic_jitter=0.25,
+        eq_prob=0.5,
+        eq_db=10.0,
         level_db=(-30.0, 20.0),
     )
 )
@@ -122,6 +135,43 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     x = np.fft.irfft(spec, n)
     x -= x.mean()
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
+def _biquad(kind: str, f0: float, gain_db: float, q: float, fs: float) -> np.ndarray:
+    """One RBJ-cookbook biquad (``"low_shelf"``, ``"peak"``, ``"high_shelf"``) as an sos row ``[6]``."""
+    a = 10 ** (gain_db / 40)
+    w = 2 * np.pi * f0 / fs
+    cw, alpha = np.cos(w), np.sin(w) / (2 * q)
+    if kind == "peak":
+        b = [1 + alpha * a, -2 * cw, 1 - alpha * a]
+        den = [1 + alpha / a, -2 * cw, 1 - alpha / a]
+    else:
+        sq = 2 * np.sqrt(a) * alpha
+        sign = 1 if kind == "low_shelf" else -1
+        b = [a * ((a + 1) - sign * (a - 1) * cw + sq), sign * 2 * a * ((a - 1) - sign * (a + 1) * cw),
+             a * ((a + 1) - sign * (a - 1) * cw - sq)]  # fmt: skip
+        den = [(a + 1) + sign * (a - 1) * cw + sq, -sign * 2 * ((a - 1) + sign * (a + 1) * cw),
+               (a + 1) + sign * (a - 1) * cw - sq]  # fmt: skip
+    return np.concatenate([np.asarray(b) / den[0], np.asarray(den) / den[0]])
+
+
+def random_colour(
+    rng: np.random.Generator, max_db: float, fs: float = SAMPLE_RATE
+) -> tuple[np.ndarray, dict]:
+    """A random equaliser: low shelf (80-600 Hz), peak (300-4000 Hz, Q 0.5-2), high shelf (1.5-6 kHz),
+    each with a gain uniform in ``±max_db``; returns its sos ``[3, 6]`` and the draw."""
+    f_low = float(np.exp(rng.uniform(np.log(80), np.log(600))))
+    f_peak = float(np.exp(rng.uniform(np.log(300), np.log(4000))))
+    f_high = float(np.exp(rng.uniform(np.log(1500), np.log(6000))))
+    q = float(rng.uniform(0.5, 2.0))
+    g = rng.uniform(-max_db, max_db, size=3)
+    sos = np.stack([
+        _biquad("low_shelf", f_low, g[0], 0.707, fs),
+        _biquad("peak", f_peak, g[1], q, fs),
+        _biquad("high_shelf", f_high, g[2], 0.707, fs),
+    ])  # fmt: skip
+    draw = {"eq_hz": [round(f_low), round(f_peak), round(f_high)], "eq_db": [round(float(v), 2) for v in g]}
+    return sos, draw
 
 
 def synthetic_rir(rt60: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -210,15 +260,26 @@ class ScenarioRenderer:
             snr = float(rng.uniform(*cfg.snr_db))
             x = x + bank[off : off + n] * (self.target_rms * 10 ** (-snr / 20))
             applied.update(noise=kind, snr_db=round(snr, 2))
+        if cfg.eq_prob > 0 and rng.random() < cfg.eq_prob:
+            sos, draw = random_colour(rng, cfg.eq_db, self.sample_rate)
+            x = signal.sosfilt(sos, x).astype(np.float32)
+            applied.update(draw)
         if rng.random() < cfg.mic_prob:
             # one band: no draw, so single-band scenarios render exactly as before several bands existed
             band = int(rng.integers(len(self._sos))) if len(self._sos) > 1 else 0
-            x = signal.sosfilt(self._sos[band], x).astype(np.float32)
+            sos, edges = self._sos[band], list(cfg.mic_bands_hz[band])
+            if cfg.mic_jitter > 0:  # band edges moved by up to ±mic_jitter (a continuum of devices)
+                lo, hi = (e * float(rng.uniform(1 - cfg.mic_jitter, 1 + cfg.mic_jitter)) for e in edges)
+                hi = min(hi, 0.49 * self.sample_rate)
+                lo = min(lo, 0.5 * hi)
+                edges = [round(lo, 1), round(hi, 1)]
+                sos = signal.butter(4, edges, btype="bandpass", fs=self.sample_rate, output="sos")
+            x = signal.sosfilt(sos, x).astype(np.float32)
             drive = float(rng.uniform(*cfg.clip_drive))
             # tanh soft clipping around the speech level models a cheap microphone's non-linearity
             ref = 4 * self.target_rms
             x = (np.tanh(x * drive / ref) * ref / drive).astype(np.float32)
-            applied["mic_band_hz"] = list(cfg.mic_bands_hz[band])
+            applied["mic_band_hz"] = edges
             applied["mic_drive"] = round(drive, 3)
         lo, hi = cfg.level_db
         if hi > lo or lo != 0:

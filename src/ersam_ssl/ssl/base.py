@@ -152,9 +152,13 @@ class SupervisedCounter(CounterModule):
     The loss is the count head's own loss (cross-entropy for classification, as CountNet found best).
     """
 
+    def train_forward(self, x: Tensor) -> Tensor:
+        """The counter's raw output on a training batch (methods that augment features override it)."""
+        return self.model(x)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = labeled_batch(batch)
-        out = self.model(x)
+        out = self.train_forward(x)
         loss = self.model.head.loss(out, y)
         acc = (self.model.head.predict(out) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, batch_size=y.shape[0])

@@ -16,19 +16,31 @@ from torch import Tensor
 
 from ersam_ssl.ssl.base import SupervisedCounter
 from ersam_ssl.ssl.methods import METHODS
+from ersam_ssl.ssl.specaugment import SpecAugment, SpecAugmentConfig
 
 
 @METHODS.register("mixture")
 class MixtureSupervision(SupervisedCounter):
     """:class:`SupervisedCounter` whose labeled data is the mixture stream (``DATA = "stream"``).
 
-    No augmentation view: the stream's domain randomization (noise, reverberation, devices, level,
-    conversation) is the augmentation, and every clip is new.
+    No waveform view: the stream's domain randomization (noise, reverberation, devices, colouration,
+    level, conversation) is the augmentation, and every clip is new. ``spec_augment`` masks bands and
+    spans of the frontend's output while training (:class:`SpecAugment`; ``None`` turns it off).
     """
 
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "identity"}
     UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = None
     DATA: ClassVar[str] = "stream"
+
+    def __init__(self, *args: Any, spec_augment: SpecAugmentConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec_augment = SpecAugment(spec_augment) if spec_augment is not None else None
+
+    def train_forward(self, x: Tensor) -> Tensor:
+        if self.spec_augment is None:
+            return self.model(x)
+        model = self.model
+        return model.head(model.backbone(self.spec_augment(model.frontend(x))))
 
 
 @METHODS.register("replay")

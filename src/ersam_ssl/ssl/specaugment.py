@@ -1,0 +1,66 @@
+"""SpecAugment on the frontend's output: random frequency bands and time spans masked while training.
+
+Park et al. (Interspeech 2019) masking, through :func:`torchaudio.functional.mask_along_axis_iid` (an
+independent draw per clip). Masked cells get the clip's own mean feature value, so the mask carries no
+level cue whatever the frontend's normalisation (0 for the level-normalised log-mel, the clip's mean log
+power otherwise). A counter that cannot lean on any one band or moment has to count from what is left —
+the remedy against the brittle spectral cues a counter trained on few speakers picks up (a band-limit it
+never saw, a bright voice, a codec's high-frequency texture).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchaudio.functional import mask_along_axis_iid
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """How many masks of at most how many bins / frames (0 masks: off).
+
+    Defaults: two bands of up to 8 of 64 mel bands and two spans of up to 40 of 501 frames (0.4 s),
+    LibriSpeech's "LB" policy scaled to 64 bands and a 5 s window.
+    """
+
+    freq_masks: int = 2
+    freq_width: int = 8
+    time_masks: int = 2
+    time_width: int = 40
+
+    def validate(self) -> None:
+        for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"spec_augment.{name} must be >= 0")
+
+
+class SpecAugment(nn.Module):
+    """``[B, bins, frames]`` → the same with random masks while ``training`` (identity in eval mode)."""
+
+    def __init__(self, config: SpecAugmentConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SpecAugmentConfig()
+        self.config.validate()
+
+    def forward(self, feats: Tensor) -> Tensor:
+        cfg = self.config
+        if not self.training or feats.dim() != 3:
+            return feats
+        # centred, masked with 0, shifted back: masked cells hold the clip's mean
+        mean = feats.detach().mean(dim=(1, 2), keepdim=True)
+        out = (feats - mean).unsqueeze(1)  # [B, 1, bins, frames]: one draw per clip
+        for axis, n, width in ((2, cfg.freq_masks, cfg.freq_width), (3, cfg.time_masks, cfg.time_width)):
+            width = min(width, out.shape[axis])
+            for _ in range(n if width > 0 else 0):
+                out = mask_along_axis_iid(out, width, 0.0, axis)
+        return out.squeeze(1) + mean
+
+    def extra_repr(self) -> str:
+        return str(self.config)
+
+
+def masked_fraction(before: Tensor, after: Tensor) -> float:
+    """Share of feature cells a mask changed (for tests and logs)."""
+    return float(torch.ne(before, after).float().mean())
