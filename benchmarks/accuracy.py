@@ -324,13 +324,18 @@ def load_results(folder: Path = RESULTS) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+def method_label(r: dict) -> str:
+    """The run's method with its recipe variant (``mixture+eqsa``): variants are never averaged together."""
+    return r["method"] + (f"+{r['variant']}" if r.get("variant") else "")
+
+
 def summarise(results: list[dict]) -> list[dict]:
     """Mean ± std over seeds per (model, train, steps, test corpus, domain)."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         for corpus, doms in r["final"].items():
             for d, s in doms.items():
-                key = (r["method"], r["model"], r["train"], r["steps"], corpus, d)
+                key = (method_label(r), r["model"], r["train"], r["steps"], corpus, d)
                 groups.setdefault(key, []).append({**s, "median": r["median_baseline_mae"][corpus][d],
                                                    "train_min": r["train_min"]})  # fmt: skip
     rows = []

@@ -36,7 +36,8 @@ def accuracy_tables(folder: Path) -> str:
         return ""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        groups[(r["method"], r["model"], r["train"], r["steps"])].append(r)
+        label = r["method"] + (f"+{r['variant']}" if r.get("variant") else "")  # variants never averaged
+        groups[(label, r["model"], r["train"], r["steps"])].append(r)
     head = (
         "| method | model | trained on | steps | test speakers | seeds | train min | "
         + " | ".join(f"MAE {SHORT.get(d, d)}" for d in DOMAINS)
@@ -101,7 +102,8 @@ def plot_curves(folder: Path, out: Path = CURVES_PNG) -> Path | None:
             for d, style in (("clean", "-"), ("clinical", "--"), ("conversational", ":")):
                 xs = [p["train_min"] for p in r["curve"]]
                 ys = [p["scores"][corpus][d]["mae"] for p in r["curve"]]
-                ax.plot(xs, ys, style, marker="o", label=f"{r['model']} ({r['train']}, s{r['seed']}): {d}")
+                name = r["model"] + (f"+{r['variant']}" if r.get("variant") else "")
+                ax.plot(xs, ys, style, marker="o", label=f"{name} ({r['train']}, s{r['seed']}): {d}")
         ax.axhline(0.5, color="grey", lw=0.8)
         ax.set(
             title=f"test speakers: {corpus}",
