@@ -143,6 +143,13 @@ def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
+def numpy_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[N, C]`` logits: the NumPy reference the loss tests compare against."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exps = np.exp(shifted)
+    return exps / exps.sum(axis=1, keepdims=True)
+
+
 #: Exact STFT bin centres for n_fft=400 at 16 kHz (40 Hz bins), far apart so they do not leak.
 TONE_HZ = (320.0, 720.0, 1120.0, 1720.0, 2320.0)
 TONE_MODEL = "test-tone-counter"

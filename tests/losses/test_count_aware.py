@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import numpy_softmax
 from ersam_ssl.losses import expected_count, mix_waveforms, mixing_cdf_loss, mixing_rank_loss
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def numpy_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exps = np.exp(shifted)
-    return exps / exps.sum(axis=1, keepdims=True)
 
 
 def numpy_expected_count(logits: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import numpy_softmax
 from ersam_ssl.losses import (
     entropy_weights,
     kd_loss,
@@ -17,12 +18,6 @@ from ersam_ssl.losses import (
 )
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def numpy_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exps = np.exp(shifted)
-    return exps / exps.sum(axis=1, keepdims=True)
 
 
 def numpy_kd(student, teacher, temperature, weights=None):

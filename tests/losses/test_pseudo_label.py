@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import numpy_softmax
 from ersam_ssl.losses import (
     FlexMatchThresholds,
     RunningDistribution,
@@ -16,12 +17,6 @@ from ersam_ssl.losses import (
 )
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def numpy_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exps = np.exp(shifted)
-    return exps / exps.sum(axis=1, keepdims=True)
 
 
 def numpy_fixmatch(weak, strong, threshold, temperature, class_thresholds=None):
