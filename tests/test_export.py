@@ -134,6 +134,7 @@ def test_exports_carry_the_model_config_for_analysis(tmp_path, exported):
     rebuilt = CountModel.from_config(read_onnx_config(fp32))
     assert type(rebuilt.head) is type(model.head) and rebuilt.num_classes == model.num_classes
     bare = tmp_path / "bare.onnx"
+    # Raw export on purpose: a file without the config that export_onnx attaches.
     torch.onnx.export(model.eval(), (_waves(1),), str(bare), dynamo=False, opset_version=17)
     with pytest.raises(ValueError, match="attach_onnx_config"):
         read_onnx_config(bare)

@@ -65,6 +65,7 @@ def test_onnx_export_matches_pytorch(frontend_cls, tmp_path, monkeypatch):
     ort = pytest.importorskip("onnxruntime")
     frontend = frontend_cls().eval()
     buffer = io.BytesIO()
+    # Raw export on purpose: the frontend alone, with a dynamic time axis (export_onnx fixes it).
     torch.onnx.export(
         frontend,
         (torch.randn(1, 4000),),

@@ -1,5 +1,4 @@
 import copy
-import io
 import itertools
 import json
 import random
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from ersam_ssl.export import export_onnx, onnx_outputs, onnx_session, read_onnx_config
 from ersam_ssl.models import (
     CountModel,
     SAMSpace,
@@ -191,27 +191,17 @@ def test_forward_backward_on_one_second(count_head, pool_head):
 @pytest.mark.parametrize("pool_head", ["gru", "attention"])
 def test_onnx_export_matches_pytorch(pool_head, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     arch = SPACE.sample(random.Random(5))
     arch["head"] = pool_head
     arch["stages"][1]["se"] = True
     model = build_model(arch).eval()
     _randomise_bn_stats(model)
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        model,
-        (torch.randn(1, 16000),),
-        buffer,
-        dynamo=False,
-        opset_version=17,
-        input_names=["wave"],
-        output_names=["logits"],
-        dynamic_axes={"wave": {0: "batch", 1: "samples"}, "logits": {0: "batch"}},
-    )
-    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    wave = 0.1 * torch.randn(2, 20000)
-    (exported,) = session.run(None, {"wave": wave.numpy()})
+    path = export_onnx(model, tmp_path / "sam.onnx", num_samples=16000)
+    assert read_onnx_config(path) == model.config()
+    wave = 0.1 * torch.randn(3, 16000)  # another batch size than at export (the time axis is fixed)
+    exported = onnx_outputs(onnx_session(path), wave)
     with torch.no_grad():
         expected = model(wave).numpy()
     np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
