@@ -61,7 +61,7 @@ from ersam_ssl.data.datamodule import TEST_DOMAINS
 from ersam_ssl.data.sources import CombinedSource
 from ersam_ssl.metrics import evaluate
 from ersam_ssl.models import SAMSpace, build_model, create_model
-from ersam_ssl.ssl import MixtureSupervision, OptimConfig, datamodule_for
+from ersam_ssl.ssl import DistillConfig, MixtureSupervision, OptimConfig, StreamDistill, datamodule_for
 from ersam_ssl.ssl.specaugment import SpecAugmentConfig
 from ersam_ssl.threads import configure_threads
 from ersam_ssl.trainer import TrainerConfig, fit
@@ -166,8 +166,24 @@ def run_id(method: str, model: str, train: str, seed: int, steps: int, variant: 
     return f"{method}-{model}-{train}-s{seed}-{steps}" + (f"-{variant}" if variant else "")
 
 
+def teacher_of(args: argparse.Namespace, engine: DataEngine, seed: int):
+    """The finished run ``--distill-from`` names (its final snapshot), or None."""
+    if not args.distill_from:
+        return None, None
+    info = json.loads((Path(args.out_dir) / f"{args.distill_from}.json").read_text())
+    if info["seed"] != seed:
+        raise ValueError(
+            f"--distill-from {args.distill_from} is seed {info['seed']}, not {seed}: same split only"
+        )
+    teacher = new_model(info["model"], engine.num_classes, engine, seed)
+    path = Path(args.work_dir) / args.distill_from / f"step{info['steps']:06d}.pt"
+    teacher.load_state_dict(torch.load(path, weights_only=True))
+    return teacher.eval(), info
+
+
 def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed: int) -> dict:
-    rid = run_id("mixture", model_name, train, seed, args.steps, args.variant)
+    method = "stream-distill" if args.distill_from else "mixture"
+    rid = run_id(method, model_name, train, seed, args.steps, args.variant)
     work = Path(args.work_dir) / rid
     work.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True)
@@ -176,9 +192,12 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     train_spk = sorted(s for c in train.split("+") for s in speakers_of(engine, "train", c))
     model = new_model(model_name, engine.num_classes, engine, seed)
     spec = SpecAugmentConfig() if args.spec_augment else None
-    module = MixtureSupervision(
-        model, OptimConfig(lr=args.lr, weight_decay=args.weight_decay), spec_augment=spec
-    )
+    optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay)
+    teacher, teacher_info = teacher_of(args, engine, seed)
+    if teacher is not None:  # ERSAM's uncertainty-weighted KD, on the same stream with exact counts
+        module: Any = StreamDistill(model, teacher, optim, DistillConfig(), teacher_path=args.distill_from)
+    else:
+        module = MixtureSupervision(model, optim, spec_augment=spec)
     dm = datamodule_for(module, engine, batch_size=args.batch_size, num_workers=args.workers)
     dm.speakers = train_spk
     marks = [max(1, int(round(f * args.steps))) for f in SNAPSHOTS]
@@ -206,7 +225,8 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
         )
     median = {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora}
     return {
-        "run": rid, "method": "mixture", "model": model_name, "train": train, "seed": seed,
+        "run": rid, "method": method, "model": model_name, "train": train, "seed": seed,
+        "teacher": None if teacher_info is None else {k: teacher_info[k] for k in ("run", "model", "final")},
         "variant": args.variant, "spec_augment": None if spec is None else asdict(spec),
         "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers,
@@ -382,6 +402,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--spec-augment", action="store_true", help="mask mel bands and time spans while training")
     p.add_argument("--variant", default="", help="suffix of the run names (a recipe variant)")
+    p.add_argument(
+        "--distill-from",
+        default=None,
+        help="a finished run id (same seed): train by uncertainty-weighted KD from it on the stream",
+    )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--workers", type=int, default=1)
@@ -421,7 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         for model in a.models.split(","):
             for train in a.train.split(","):
-                jobs = [(run_id("mixture", model, train, seed, a.steps, a.variant), None)]
+                kind = "stream-distill" if a.distill_from else "mixture"
+                jobs = [(run_id(kind, model, train, seed, a.steps, a.variant), None)]
                 if a.eval_model:
                     jobs = [(f"eval-{a.name}-s{seed}", "eval")]
                 elif a.adapt:

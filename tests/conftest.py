@@ -13,14 +13,40 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-_TMP_HOME = Path(tempfile.mkdtemp(prefix="ersam-test-home-"))
+_HOME_VAR = "ERSAM_TEST_HOME"
+
+
+def _session_home() -> Path:
+    """This process's test home folder, removed by :func:`pytest_sessionfinish`.
+
+    This file is imported twice in a session (by pytest as the conftest, and as the module ``conftest`` by
+    tests that import its helpers): the second import reuses the first one's folder, found through
+    ``$ERSAM_TEST_HOME`` (``pid:path``; a child process that inherits it makes its own).
+    """
+    pid, _, path = os.environ.get(_HOME_VAR, "").partition(":")
+    if pid == str(os.getpid()) and path:
+        return Path(path)
+    home = Path(tempfile.mkdtemp(prefix="ersam-test-home-"))
+    os.environ[_HOME_VAR] = f"{os.getpid()}:{home}"
+    return home
+
+
+_TMP_HOME = _session_home()
 os.environ.setdefault("ERSAM_SSL_CACHE", str(_TMP_HOME / "cache"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_DIR", str(_TMP_HOME / "wandb"))
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MPLCONFIGDIR", str(_TMP_HOME / "mpl"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's home folder (synth cache, wandb, matplotlib) once every test has run."""
+    shutil.rmtree(_TMP_HOME, ignore_errors=True)
+
 
 #: Count classes of ``small_engine`` (max_speakers=3).
 SMALL_NUM_CLASSES = 4
@@ -73,24 +99,24 @@ def synth_source(tmp_path_factory: pytest.TempPathFactory):
     )
 
 
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PRESET = ROOT / "recipes" / "configs" / "tiny.yaml"
+
+
+def small_data() -> dict:
+    """The tests' data settings (a fresh dict): the tiny preset's ``data`` section (:data:`TINY_PRESET`),
+    with a smaller pool, smaller evaluation splits and batches, and no epoch repeats, to keep tests fast."""
+    with open(TINY_PRESET, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)["data"]
+    return {**data, "pool_size": 40, "val_size": 8, "test_size": 8, "batch_size": 4, "min_epoch_items": 0}
+
+
 @pytest.fixture(scope="session")
 def small_data_config():
-    from ersam_ssl.data import DataConfig, MixtureConfig
+    from ersam_ssl import config
+    from ersam_ssl.data import DataConfig
 
-    return DataConfig(
-        synth_speakers=30,
-        synth_seconds=6.0,
-        mixture=MixtureConfig(max_speakers=3, duration=1.0),
-        split_fractions=(0.6, 0.15, 0.15, 0.1),
-        pool_size=40,
-        labels_per_class=2,
-        val_size=8,
-        test_size=8,
-        batch_size=4,
-        unlabeled_batch_size=8,
-        num_workers=0,
-        min_epoch_items=0,
-    )
+    return config.merge(DataConfig(), small_data())
 
 
 @pytest.fixture(scope="session")

@@ -140,3 +140,25 @@ def test_colour_filters_match_the_cookbook_gains():
             db = 20 * np.log10(np.abs(h))
             np.testing.assert_allclose(db[gain_at], g, atol=0.3)
             np.testing.assert_allclose(db[1 - gain_at], 0.0, atol=0.3)
+
+
+def test_stream_distillation_learns_from_counts_and_a_frozen_teacher(small_engine, tmp_path, one_thread):
+    from conftest import small_sam
+    from ersam_ssl.ssl import METHODS, datamodule_for
+    from ersam_ssl.trainer import TrainerConfig, fit
+
+    teacher = small_sam()
+    teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    module = METHODS.get("stream-distill")(small_sam(), teacher)
+    dm = datamodule_for(module, small_engine, batch_size=4)
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    fit(module, dm, TrainerConfig(max_steps=3, limit_val_batches=0.0, progress_bar=False), tmp_path)
+    assert module.trainer.global_step == 3
+    logged = module.trainer.logged_metrics
+    assert {"train/ce", "train/kd", "train/kd_weight_mean"} <= set(logged)
+    assert all(torch.isfinite(logged[k]) for k in ("train/ce", "train/kd"))
+    assert any(not torch.equal(before[k], v) for k, v in module.model.state_dict().items())
+    for k, v in teacher.state_dict().items():  # the teacher stays frozen
+        torch.testing.assert_close(v, teacher_state[k])
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])  # checkpoints hold the student

@@ -136,12 +136,20 @@ def test_lut_error_structure():
     for row, arch in zip(result.rows, archs):
         assert row["arch"] == arch
         assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
+        assert row["predicted_ms"] == pytest.approx(sum(lut.entries[spec_key(s)] for s in layer_specs(arch)))
         assert row["rel_error"] == pytest.approx(
             (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         )
-    assert result.mean_abs_pct_error >= 0
-    assert -1.0 <= result.spearman <= 1.0
+    # the summary is that of the rows (not just numbers in range)
+    predicted, measured = ([row[k] for row in result.rows] for k in ("predicted_ms", "measured_ms"))
+    rel_errors = [row["rel_error"] for row in result.rows]
+    assert result.mean_abs_pct_error == pytest.approx(100 * np.mean(np.abs(rel_errors)))
+    assert result.mean_pct_error == pytest.approx(100 * np.mean(rel_errors))
+    assert result.spearman == pytest.approx(stats.spearmanr(predicted, measured).statistic, nan_ok=True)
     assert len(factory.calls) == 4  # distinct ops: 8->8, 8->32, 32->8, 16->16
+    # a deeper stack of the same op is predicted slower, in proportion (no new op measured)
+    deeper = lut.predict(layer_specs({"widths": [8, 8, 8]}))
+    assert deeper == pytest.approx(2 * result.rows[0]["predicted_ms"]) and len(factory.calls) == 4
 
 
 class _Crop(nn.Module):

@@ -7,7 +7,7 @@ import yaml
 
 pytest.importorskip("nni")
 
-from conftest import tiny_space  # noqa: E402
+from conftest import small_data, tiny_space  # noqa: E402
 from ersam_ssl.checkpoint import load_model  # noqa: E402
 from ersam_ssl.hw import count_macs  # noqa: E402
 from ersam_ssl.models import build_model  # noqa: E402
@@ -28,17 +28,6 @@ pytestmark = pytest.mark.nas
 
 TINY = tiny_space()
 NUM_SAMPLES = 8000
-TINY_DATA = {
-    "mixture": {"max_speakers": 3, "duration": 1.0},
-    "split_fractions": [0.6, 0.15, 0.15, 0.1],
-    "pool_size": 40,
-    "labels_per_class": 2,
-    "val_size": 8,
-    "test_size": 8,
-    "batch_size": 4,
-    "unlabeled_batch_size": 8,
-    "num_workers": 0,
-}
 
 
 def _macs(arch: dict) -> int:
@@ -50,7 +39,7 @@ def test_evolution_search_end_to_end_from_the_cli(tmp_path, librispeech_tree):
 
     budget = (_macs(TINY.smallest()) + _macs(TINY.largest())) / 2
     preset = {
-        "data": {"source": "librispeech", "root": str(librispeech_tree), **TINY_DATA},
+        "data": {"source": "librispeech", "root": str(librispeech_tree), **small_data()},
         "space": TINY.to_dict(),
         "supernet": {"steps": 2, "batch_size": 4, "unlabeled_batch_size": 8},
         "budget": {

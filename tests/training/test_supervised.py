@@ -20,10 +20,22 @@ def tiny_sam(num_classes=4):
 @pytest.mark.parametrize("name", ["sam", "crnn"])
 def test_fast_dev_run_each_model(small_engine, name, tmp_path):
     model = create_model(name, num_classes=4)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
     dm = SAMDataModule(small_engine, labeled_views={"x": "weak"})
     trainer = pl.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.fit(SupervisedCounter(model), datamodule=dm)
-    trainer.test(SupervisedCounter(model), datamodule=dm)
+    # one optimizer step on a finite loss changed the weights, and left them finite
+    assert trainer.global_step == 1 and math.isfinite(trainer.callback_metrics["train/loss"])
+    assert any(not torch.equal(before[k], p) for k, p in model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    module = SupervisedCounter(model)
+    (logged,) = trainer.test(module, datamodule=dm)
+    # fast_dev_run tests one batch: its clips are all counted, and the metrics are in range
+    confusion = np.array(module.test_results["confusion"])
+    assert confusion.shape == (4, 4) and confusion.sum() == len(next(iter(dm.test_dataloader()))["y"])
+    assert 0 <= logged["test/accuracy"] <= 1
+    assert logged["test/error_rate"] == pytest.approx(1 - logged["test/accuracy"])
+    assert 0 <= logged["test/mae"] <= 3  # counts 0..3
 
 
 def test_metrics_match_hand_computation():

@@ -7,6 +7,7 @@ frozen config dataclass of its own, and is registered in :data:`METHODS`:
 - ``supervised``: :class:`SupervisedCounter` (labeled clips only).
 - ``mixture``: :class:`MixtureSupervision` — supervised on streamed mixtures with exact counts.
 - ``replay``: :class:`ReplayAdapt` — few target labels plus replay of the mixture stream.
+- ``stream-distill``: :class:`StreamDistill` — distillation from a frozen teacher on the mixture stream.
 - ``contrastive``: :class:`ContrastivePretrain` — SimCLR or BYOL pretraining of frontend + backbone.
 - ``finetune``: :class:`Finetune` — supervised training from a pretrained encoder.
 - ``fixmatch``: :class:`FixMatch` — FixMatch / FlexMatch / distribution alignment / count-aware mixing.
@@ -32,7 +33,7 @@ from ersam_ssl.ssl.distill import UNCERTAINTY_POLICIES, Distill, DistillConfig
 from ersam_ssl.ssl.finetune import Finetune, FinetuneConfig
 from ersam_ssl.ssl.fixmatch import AlignToUniform, FixMatch, FixMatchConfig
 from ersam_ssl.ssl.methods import METHODS, datamodule_for, views_of
-from ersam_ssl.ssl.mixture import MixtureSupervision, ReplayAdapt
+from ersam_ssl.ssl.mixture import MixtureSupervision, ReplayAdapt, StreamDistill
 
 __all__ = [
     "METHODS",
@@ -50,6 +51,7 @@ __all__ = [
     "FixMatchConfig",
     "KNNProbe",
     "MixtureSupervision",
+    "StreamDistill",
     "OptimConfig",
     "ReplayAdapt",
     "SimCLRConfig",

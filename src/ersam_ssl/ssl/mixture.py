@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ersam_ssl.ssl.base import SupervisedCounter
+from ersam_ssl.ssl.distill import Distill
 from ersam_ssl.ssl.methods import METHODS
 from ersam_ssl.ssl.specaugment import SpecAugment, SpecAugmentConfig
 
@@ -76,3 +77,18 @@ class ReplayAdapt(SupervisedCounter):
         self.log_dict({"train/loss": loss, "train/target_loss": target_loss, "train/replay_loss": replay_loss},
                       prog_bar=True, batch_size=yt.shape[0] + ys.shape[0])  # fmt: skip
         return loss
+
+
+@METHODS.register("stream-distill")
+class StreamDistill(Distill):
+    """ERSAM's uncertainty-weighted distillation on the mixture stream (``DATA = "stream"``).
+
+    Every streamed clip has its exact count *and* the frozen teacher's distribution, so the student
+    learns ``ce_weight · loss(student, count) + kd_weight · KD(student, teacher)`` on fresh randomized-domain
+    mixtures: the route from a large mixture-supervised counter to a small one that
+    ``benchmarks/accuracy.py --distill-from`` measures (a small member trained on counts alone underfits).
+    """
+
+    LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "identity"}
+    UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = None
+    DATA: ClassVar[str] = "stream"
