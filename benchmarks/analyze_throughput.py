@@ -23,8 +23,7 @@ import soundfile as sf
 import torch
 
 from ersam_ssl import audio
-from ersam_ssl.analysis import VadConfig, analyze_recording, iter_windows, stream_audio
-from ersam_ssl.analysis.recording import vad_activity
+from ersam_ssl.analysis import VadConfig, analyze_recording, iter_windows, stream_audio, vad_activity
 from ersam_ssl.models import create_model
 
 SEGMENT_S = 5.0

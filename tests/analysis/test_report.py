@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ersam_ssl.analysis import WindowTable, summarize_windows
-from ersam_ssl.analysis.recording import Summary
+from ersam_ssl.analysis import Summary, WindowTable, summarize_windows
 from ersam_ssl.analysis.report import SECTIONS, hourly_shares, render_report, write_report
 from ersam_ssl.data import AmbianceLevels
 

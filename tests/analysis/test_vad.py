@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ersam_ssl import audio
-from ersam_ssl.analysis.recording import AudioBlock, iter_windows
+from ersam_ssl.analysis.reader import AudioBlock, iter_windows
 from ersam_ssl.analysis.vad import (
     CONTEXT,
     FRAME,

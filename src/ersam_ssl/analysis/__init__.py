@@ -8,27 +8,19 @@ Example:
 Command line: ``ersam-ssl analyze RECORDING|FOLDER --model MODEL --out DIR``.
 """
 
+from ersam_ssl.analysis.counters import Counter, OnnxCounter, TorchCounter, load_counter
 from ersam_ssl.analysis.plots import BinnedTimeline, aggregate, plot_timeline
-from ersam_ssl.analysis.recording import (
+from ersam_ssl.analysis.reader import (
     AudioBlock,
-    Counter,
-    OnnxCounter,
     StreamReport,
-    Summary,
-    TorchCounter,
     VadConfig,
     WindowBatch,
-    WindowTable,
-    analyze_folder,
-    analyze_recording,
-    find_recordings,
     iter_windows,
-    load_counter,
-    read_windows,
     stream_audio,
-    summarize_windows,
     vad_activity,
 )
+from ersam_ssl.analysis.recording import analyze_folder, analyze_recording, find_recordings
+from ersam_ssl.analysis.table import Summary, WindowTable, read_windows, summarize_windows
 from ersam_ssl.analysis.vad import SileroVAD, SpeechTracker, SpeechVadConfig
 from ersam_ssl.export import ONNX_CONFIG_KEY, attach_onnx_config, read_onnx_config
 

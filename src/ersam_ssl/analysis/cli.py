@@ -24,16 +24,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ersam_ssl.analysis.recording import (
-    DEFAULT_MIN_TAIL,
-    DEFAULT_WINDOW,
-    SpeechVadConfig,
-    VadConfig,
-    analyze_folder,
-    analyze_recording,
-    load_counter,
-    model_window,
-)
+from ersam_ssl.analysis.counters import DEFAULT_WINDOW, load_counter, model_window
+from ersam_ssl.analysis.reader import VadConfig
+from ersam_ssl.analysis.recording import DEFAULT_MIN_TAIL, analyze_folder, analyze_recording
+from ersam_ssl.analysis.vad import SpeechVadConfig
 from ersam_ssl.audio import SAMPLE_RATE
 from ersam_ssl.cli import add_debug_flag, run_command
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ersam_ssl.analysis.table import STATUS_UNCERTAIN, STATUS_UNREADABLE, WindowTable, summarize_windows
 from ersam_ssl.data.levels import AmbianceLevels
-
-if TYPE_CHECKING:
-    from ersam_ssl.analysis.recording import WindowTable
 
 #: Recordings longer than this (seconds) are plotted per minute.
 PER_MINUTE_AFTER = 30 * 60.0
@@ -45,8 +42,6 @@ def aggregate(table: WindowTable, levels: AmbianceLevels, bin_s: float = 60.0) -
     """Aggregate windows into ``bin_s`` bins, weighting each window by the seconds it stands for
     (:meth:`WindowTable.owned_spans`) inside each bin; windows without a count (unreadable, uncertain) are
     left out."""
-    from ersam_ssl.analysis.recording import STATUS_UNCERTAIN, STATUS_UNREADABLE
-
     if len(table) == 0:
         z = np.zeros(0)
         return BinnedTimeline(bin_s, z, z, z, z.astype(np.int64), np.zeros((0, levels.num_levels)), z)
@@ -98,8 +93,6 @@ def plot_timeline(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-
-    from ersam_ssl.analysis.recording import STATUS_UNCERTAIN, STATUS_UNREADABLE, summarize_windows
 
     duration = float(table.end_s.max()) if len(table) else 0.0
     scale, unit = _time_unit(duration)

@@ -16,15 +16,13 @@ import datetime as dt
 import html
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ersam_ssl.analysis.plots import LEVEL_COLOURS, UNCERTAIN_COLOUR, UNREADABLE_COLOUR
+from ersam_ssl.analysis.table import STATUS_UNCERTAIN, STATUS_UNREADABLE, Summary, WindowTable
 from ersam_ssl.data.levels import AmbianceLevels
-
-if TYPE_CHECKING:
-    from ersam_ssl.analysis.recording import Summary, WindowTable
 
 HOUR_S = 3600.0
 SECTIONS = ("Overview", "Ambiance by hour", "Timeline", "Model")
@@ -53,8 +51,6 @@ def hourly_shares(
     boundaries. Returns ``{"level": [hours, num_levels], "uncertain": [hours], "unreadable": [hours],
     "gated": [hours]}`` in seconds (``gated`` is part of the level ``none`` time, reported separately).
     """
-    from ersam_ssl.analysis.recording import STATUS_UNCERTAIN, STATUS_UNREADABLE
-
     n_hours = max(1, int(np.ceil(float(table.end_s.max()) / hour_s))) if len(table) else 0
     out = {
         "level": np.zeros((n_hours, levels.num_levels)),
@@ -187,8 +183,6 @@ def _model_section(model: dict[str, Any]) -> str:
 
 def render_report(summary: Summary, levels: AmbianceLevels | None = None, title: str | None = None) -> str:
     """The report page as an HTML string (see the module docstring)."""
-    from ersam_ssl.analysis.recording import STATUS_UNCERTAIN, STATUS_UNREADABLE
-
     levels = levels or AmbianceLevels()
     table = summary.table
     if table is None:

@@ -1,6 +1,6 @@
 """Speech voice-activity detection with Silero VAD, and the per-window speech share of a recording.
 
-The energy gate (:class:`~ersam_ssl.analysis.recording.VadConfig`) only recognises silence: a fan, music or
+The energy gate (:class:`~ersam_ssl.analysis.reader.VadConfig`) only recognises silence: a fan, music or
 a dishwasher is loud, so the counter runs on it and reports speakers who are not there. Silero VAD
 (Silero Team, "Silero VAD: pre-trained enterprise-grade Voice Activity Detector", 2024; MIT licence) is
 a small recurrent network that gives the probability of speech in every 32 ms frame (512 samples at
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ersam_ssl.analysis.recording import AudioBlock
+    from ersam_ssl.analysis.reader import AudioBlock
 
 log = logging.getLogger(__name__)
 

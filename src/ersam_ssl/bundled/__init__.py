@@ -65,7 +65,7 @@ def model_card() -> str:
 
 
 def pretrained(threads: int = 1) -> Any:
-    """The shipped counter as an :class:`~ersam_ssl.analysis.recording.Counter` (checksum verified)."""
-    from ersam_ssl.analysis.recording import load_counter
+    """The shipped counter as an :class:`~ersam_ssl.analysis.counters.Counter` (checksum verified)."""
+    from ersam_ssl.analysis.counters import load_counter
 
     return load_counter(verify(), threads)
