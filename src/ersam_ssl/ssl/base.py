@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from ersam_ssl import config as cfglib
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.metrics import SCALAR_METRICS, CountMetrics
 from ersam_ssl.models import CountModel
@@ -39,6 +40,11 @@ class OptimConfig:
             raise ValueError(f"optim.name={self.name!r}: choose adamw or sgd")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"optim.schedule={self.schedule!r}: choose cosine or constant")
+        cfglib.check_positive("optim", self, "lr")
+        cfglib.check_at_least("optim", self, 0, "weight_decay", "momentum", "warmup_frac", "min_lr_frac")
+        for name in ("warmup_frac", "min_lr_frac"):
+            if getattr(self, name) > 1:
+                raise cfglib.ConfigError(f"optim.{name}={getattr(self, name)}: must be <= 1")
 
     def build(self, params: Iterable[nn.Parameter], total_steps: int) -> dict[str, Any]:
         self.validate()

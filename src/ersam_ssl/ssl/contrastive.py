@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ersam_ssl import config as cfglib
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.losses import byol_symmetric_loss, cosine_momentum, ema_update, nt_xent_loss
@@ -60,6 +61,10 @@ class SimCLRConfig:
     projection_dim: int = 64
     temperature: float = 0.1
 
+    def validate(self) -> None:
+        cfglib.check_at_least("simclr", self, 1, "hidden_dim", "projection_dim")
+        cfglib.check_positive("simclr", self, "temperature")
+
 
 class SimCLRObjective(nn.Module):
     """NT-Xent on projections of both views; negatives are the other clips of the (per-device) batch.
@@ -70,6 +75,7 @@ class SimCLRObjective(nn.Module):
 
     def __init__(self, embed_dim: int, config: SimCLRConfig = SimCLRConfig()) -> None:
         super().__init__()
+        config.validate()
         self.config = config
         self.projector = projection_mlp(embed_dim, config.hidden_dim, config.projection_dim)
 
@@ -90,6 +96,11 @@ class BYOLConfig:
     projection_dim: int = 64
     base_momentum: float = 0.99
 
+    def validate(self) -> None:
+        cfglib.check_at_least("byol", self, 1, "hidden_dim", "projection_dim")
+        if not 0.0 <= self.base_momentum <= 1.0:
+            raise cfglib.ConfigError(f"byol.base_momentum={self.base_momentum}: must be in [0, 1]")
+
 
 class BYOLObjective(nn.Module):
     """BYOL: the online predictor regresses the EMA target's projection of the other view; no negatives.
@@ -100,6 +111,7 @@ class BYOLObjective(nn.Module):
 
     def __init__(self, model: CountModel, config: BYOLConfig = BYOLConfig()) -> None:
         super().__init__()
+        config.validate()
         self.config = config
         self.projector = projection_mlp(model.embed_dim, config.hidden_dim, config.projection_dim)
         self.predictor = projection_mlp(config.projection_dim, config.hidden_dim, config.projection_dim)

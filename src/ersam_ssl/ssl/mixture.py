@@ -25,7 +25,8 @@ class MixtureSupervision(SupervisedCounter):
 
     No waveform view: the stream's domain randomization (noise, reverberation, devices, colouration,
     level, conversation) is the augmentation, and every clip is new. ``spec_augment`` masks bands and
-    spans of the frontend's output while training (:class:`SpecAugment`; ``None`` turns it off).
+    spans of the frontend's output while training (:class:`SpecAugment`; ``None`` or a config that is not
+    ``enabled`` turns it off).
     """
 
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "identity"}
@@ -34,7 +35,8 @@ class MixtureSupervision(SupervisedCounter):
 
     def __init__(self, *args: Any, spec_augment: SpecAugmentConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.spec_augment = SpecAugment(spec_augment) if spec_augment is not None else None
+        on = spec_augment is not None and spec_augment.enabled
+        self.spec_augment = SpecAugment(spec_augment) if on else None
 
     def train_forward(self, x: Tensor) -> Tensor:
         if self.spec_augment is None:
