@@ -160,6 +160,37 @@ def test_stage_sections_are_validated_with_their_full_key(override, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_stages_select_their_methods_through_the_registry():
+    from conftest import small_sam
+    from ersam_ssl import ssl
+    from ersam_ssl.pipeline import RunConfig, stage_methods
+
+    assert stage_methods("pretrain") == ["byol", "mixture", "simclr"]
+    assert stage_methods("teacher") == ["fixmatch", "replay", "supervised"]
+    with pytest.raises(
+        ValueError, match="teacher.method='distill': choose one of fixmatch, replay, supervised, none"
+    ):
+        load_config(TINY, ["teacher.method=distill"])
+    with pytest.raises(
+        ValueError, match="pretrain.method='fixmatch': choose one of byol, mixture, simclr, none"
+    ):
+        load_config(TINY, ["pretrain.method=fixmatch"])
+    cfg = load_config(None, ["pretrain.spec_augment.enabled=true", "pretrain.simclr.temperature=0.3"])
+    built = {m: ssl.METHODS.get(m).from_stage(small_sam(), cfg.pretrain) for m in stage_methods("pretrain")}
+    built |= {m: ssl.METHODS.get(m).from_stage(small_sam(), cfg.teacher) for m in stage_methods("teacher")}
+    expected = {"byol": ssl.BYOLPretrain, "mixture": ssl.MixtureSupervision, "simclr": ssl.SimCLRPretrain,
+                "fixmatch": ssl.FixMatch, "replay": ssl.ReplayAdapt, "supervised": ssl.SupervisedCounter}  # fmt: skip
+    assert {m: type(module) for m, module in built.items()} == expected
+    assert built["fixmatch"].config is cfg.teacher.fixmatch and built["supervised"].optim is cfg.teacher.optim
+    assert (
+        built["simclr"].objective.config is cfg.pretrain.simclr
+        and built["simclr"].optim is cfg.pretrain.optim
+    )
+    assert built["byol"].objective.config is cfg.pretrain.byol
+    assert built["mixture"].spec_augment.config is cfg.pretrain.spec_augment
+    assert ssl.METHODS.get("mixture").from_stage(small_sam(), RunConfig().pretrain).spec_augment is None
+
+
 @pytest.mark.parametrize("sweep", sorted((ROOT / "recipes" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_sweep_yamls_are_valid_and_expand(sweep):
     spec = load_sweep(sweep)  # validates every combination against RunConfig

@@ -58,6 +58,18 @@ log = logging.getLogger("ersam_ssl.pipeline")
 STAGES = ("data", "pretrain", "teacher", "nas", "evaluate")
 
 
+def stage_methods(stage: str) -> list[str]:
+    """The registered training methods (:data:`ersam_ssl.ssl.METHODS`) that ``stage`` can run."""
+    return [name for name in ssl.METHODS if stage in getattr(ssl.METHODS.get(name), "PIPELINE_STAGES", ())]
+
+
+def check_method(stage: str, method: str) -> None:
+    """Refuse a ``<stage>.method`` that is neither ``none`` nor one of :func:`stage_methods`."""
+    choices = [*stage_methods(stage), "none"]
+    if method not in choices:
+        raise cfglib.ConfigError(f"{stage}.method={method!r}: choose one of {', '.join(choices)}")
+
+
 @dataclass(frozen=True)
 class PretrainStage:
     """Pretraining of the teacher: ``mixture`` supervision (the whole counter, on streamed mixtures with
@@ -77,8 +89,7 @@ class PretrainStage:
     spec_augment: SpecAugmentConfig = SpecAugmentConfig(enabled=False)
 
     def validate(self) -> None:
-        if self.method not in ("mixture", "simclr", "byol", "none"):
-            raise ValueError(f"pretrain.method={self.method!r}: choose mixture, simclr, byol or none")
+        check_method("pretrain", self.method)
         cfglib.check_at_least("pretrain", self, 1, "steps", "batch_size")
         for name in ("optim", "simclr", "byol", "spec_augment"):
             cfglib.validate_section(f"pretrain.{name}", getattr(self, name))
@@ -114,8 +125,7 @@ class TeacherStage:
     fixmatch: FixMatchConfig = FixMatchConfig(threshold=0.95, lambda_u=1.0)
 
     def validate(self) -> None:
-        if self.method not in ("none", "fixmatch", "supervised", "replay"):
-            raise ValueError(f"teacher.method={self.method!r}: choose none, fixmatch, supervised or replay")
+        check_method("teacher", self.method)
         if self.arch not in ("largest", "default", "smallest"):
             raise ValueError(f"teacher.arch={self.arch!r}: choose largest, default or smallest")
         cfglib.check_at_least("teacher", self, 1, "steps", "labeled_batch_size", "unlabeled_batch_size")
@@ -272,12 +282,7 @@ def stage_pretrain(run: Run) -> dict:
         return {"skipped": True}
     pl.seed_everything(run.cfg.seed)
     model = build_model(_teacher_arch(run.cfg), num_classes=run.engine.num_classes)
-    if p.method == "mixture":
-        module = ssl.MixtureSupervision(model, p.optim, run.engine.levels, spec_augment=p.spec_augment)
-    elif p.method == "simclr":
-        module = ssl.ContrastivePretrain.simclr(model, p.simclr, p.optim)
-    else:
-        module = ssl.ContrastivePretrain.byol(model, p.byol, p.optim)
+    module = ssl.METHODS.get(p.method).from_stage(model, p, run.engine.levels)
     dm = ssl.datamodule_for(module, run.engine, batch_size=p.batch_size, unlabeled_batch_size=p.batch_size)
     t0 = time.perf_counter()
     fit(module, dm, run.trainer_cfg(p.steps), out, name="pretrain")
@@ -314,13 +319,8 @@ def stage_teacher(run: Run) -> dict:
         test = evaluate(model, SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader())
         return {"model": str(out / "model.pt"), "arch": _teacher_arch(run.cfg), "steps": 0, "wall_s": 0.0,
                 "test": test, "domains": domain_metrics(model, run.engine)}  # fmt: skip
-    if t.method == "fixmatch":
-        module = ssl.FixMatch(model, t.optim, t.fixmatch)
-    elif t.method == "replay":
-        module = ssl.ReplayAdapt(model, t.optim)
-    else:
-        module = ssl.SupervisedCounter(model, t.optim)
-    if t.method == "replay":  # the stream batch replays the source domain, the target batch holds the labels
+    module = ssl.METHODS.get(t.method).from_stage(model, t, run.engine.levels)
+    if getattr(module, "DATA", "pool") == "stream+target":  # replay: stream batch + the labeled target batch
         dm = ssl.datamodule_for(
             module, run.engine, batch_size=t.unlabeled_batch_size, target_batch_size=t.labeled_batch_size
         )

@@ -166,8 +166,10 @@ Objective = SimCLRObjective | BYOLObjective
 class ContrastivePretrain(CounterModule):
     """Contrastive (SimCLR) or bootstrap (BYOL) pretraining of ``model.frontend`` + ``model.backbone``.
 
-    Build it with :meth:`simclr` or :meth:`byol`. Trains on unlabeled clips only (views ``v1``, ``v2``,
-    both strong); validates with a kNN probe on the labeled budget (see the module docstring).
+    Build it with :meth:`simclr` or :meth:`byol` (registered as ``simclr`` / ``byol``:
+    :class:`SimCLRPretrain`, :class:`BYOLPretrain`), or inject another objective. Trains on unlabeled
+    clips only (views ``v1``, ``v2``, both strong); validates with a kNN probe on the labeled budget (see
+    the module docstring).
 
     Args:
         model: the counter whose frontend and backbone are pretrained (the head is left untouched).
@@ -210,14 +212,14 @@ class ContrastivePretrain(CounterModule):
         cls, model: CountModel, config: SimCLRConfig = SimCLRConfig(), optim: OptimConfig | None = None, **kw
     ) -> ContrastivePretrain:
         """SimCLR pretraining (NT-Xent with a projection MLP on ``model.embed``)."""
-        return cls(model, SimCLRObjective(model.embed_dim, config), optim, **kw)
+        return SimCLRPretrain(model, config, optim, **kw)
 
     @classmethod
     def byol(
         cls, model: CountModel, config: BYOLConfig = BYOLConfig(), optim: OptimConfig | None = None, **kw
     ) -> ContrastivePretrain:
         """BYOL pretraining (predictor + EMA target, no negatives)."""
-        return cls(model, BYOLObjective(model, config), optim, **kw)
+        return BYOLPretrain(model, config, optim, **kw)
 
     def trainable_modules(self) -> Iterable[nn.Parameter]:
         # The count head gets no gradient here; the BYOL target is excluded by requires_grad=False.
@@ -289,3 +291,37 @@ class ContrastivePretrain(CounterModule):
     def on_validation_epoch_end(self) -> None:
         if self._reference is not None:
             super().on_validation_epoch_end()
+
+
+@METHODS.register("simclr")
+class SimCLRPretrain(ContrastivePretrain):
+    """:class:`ContrastivePretrain` with the SimCLR objective (same as :meth:`ContrastivePretrain.simclr`)."""
+
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("pretrain",)
+
+    def __init__(
+        self, model: CountModel, config: SimCLRConfig = SimCLRConfig(), optim: OptimConfig | None = None, **kw
+    ) -> None:
+        super().__init__(model, SimCLRObjective(model.embed_dim, config), optim, **kw)
+
+    @classmethod
+    def from_stage(
+        cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None
+    ) -> SimCLRPretrain:
+        return cls(model, stage.simclr, stage.optim, levels=levels)
+
+
+@METHODS.register("byol")
+class BYOLPretrain(ContrastivePretrain):
+    """:class:`ContrastivePretrain` with the BYOL objective (same as :meth:`ContrastivePretrain.byol`)."""
+
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("pretrain",)
+
+    def __init__(
+        self, model: CountModel, config: BYOLConfig = BYOLConfig(), optim: OptimConfig | None = None, **kw
+    ) -> None:
+        super().__init__(model, BYOLObjective(model, config), optim, **kw)
+
+    @classmethod
+    def from_stage(cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None) -> BYOLPretrain:
+        return cls(model, stage.byol, stage.optim, levels=levels)

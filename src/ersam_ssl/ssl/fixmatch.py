@@ -129,6 +129,7 @@ class FixMatch(CounterModule):
 
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "weak"}
     UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = {"weak": "weak", "strong": "strong"}
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("teacher",)
 
     def __init__(
         self,
@@ -151,6 +152,10 @@ class FixMatch(CounterModule):
             self.probs_transform = AlignToUniform(self.running_distribution, self._gather)
         self.mixing_objective = MIXING_LOSSES[config.mixing_loss] if config.lambda_mix > 0 else None
         self.save_hyperparameters({"fixmatch": asdict(config)})
+
+    @classmethod
+    def from_stage(cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None) -> FixMatch:
+        return cls(model, stage.optim, stage.fixmatch, levels=levels)
 
     def _make_flexmatch(self, num_unlabeled: int) -> None:
         self.flexmatch = FlexMatchThresholds(

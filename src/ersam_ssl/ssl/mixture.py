@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.models import CountModel
 from ersam_ssl.ssl.base import SupervisedCounter
 from ersam_ssl.ssl.methods import METHODS
 from ersam_ssl.ssl.specaugment import SpecAugment, SpecAugmentConfig
@@ -32,11 +34,18 @@ class MixtureSupervision(SupervisedCounter):
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "identity"}
     UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = None
     DATA: ClassVar[str] = "stream"
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("pretrain",)
 
     def __init__(self, *args: Any, spec_augment: SpecAugmentConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         on = spec_augment is not None and spec_augment.enabled
         self.spec_augment = SpecAugment(spec_augment) if on else None
+
+    @classmethod
+    def from_stage(
+        cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None
+    ) -> MixtureSupervision:
+        return cls(model, stage.optim, levels=levels, spec_augment=stage.spec_augment)
 
     def train_forward(self, x: Tensor) -> Tensor:
         if self.spec_augment is None:
