@@ -39,7 +39,13 @@ from ersam_ssl.hw import count_macs, measure_onnx_latency, measure_torch_latency
 from ersam_ssl.metrics import evaluate
 from ersam_ssl.models import CountModel, CountNetCRNN, SAMSpace, build_model
 from ersam_ssl.nas import SearchConfig, run_search
-from ersam_ssl.nas.config import BudgetConfig, ExportConfig, FinetuneConfig, StrategyConfig, SupernetConfig
+from ersam_ssl.nas.config import (
+    BudgetConfig,
+    ExportConfig,
+    StrategyConfig,
+    SubnetFinetuneConfig,
+    SupernetConfig,
+)
 from ersam_ssl.ssl import FixMatch, OptimConfig, SupervisedCounter, datamodule_for
 from ersam_ssl.trainer import TrainerConfig, fit
 
@@ -114,7 +120,7 @@ def train_and_search(engine: DataEngine, args: argparse.Namespace, out: Path) ->
         ),
         budget=BudgetConfig(max_latency_ms=args.max_latency_ms, max_energy_mw=args.max_energy_mw),
         search=StrategyConfig(strategy="evolution", trials=args.trials),
-        finetune=FinetuneConfig(steps=args.finetune_steps),
+        finetune=SubnetFinetuneConfig(steps=args.finetune_steps),
         export=ExportConfig(repeats=args.latency_repeats),
         trainer=TrainerConfig(progress_bar=False, checkpoint_every_steps=50, log_every_steps=10),
     )

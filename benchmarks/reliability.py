@@ -350,7 +350,7 @@ def corpus_and_run_cases(b: Bench) -> None:
         "--resume with a changed config",
         "recipes/run.py",
         "error",
-        run_py(*base, "--resume", "teacher.lr=0.5"),
+        run_py(*base, "--resume", "teacher.optim.lr=0.5"),
     )
     (runs / "a_file").write_text("x")
     b.run(

@@ -67,3 +67,38 @@ def test_flatten_gives_the_dotted_keys_overrides_use():
     from ersam_ssl.config import flatten
 
     assert flatten({"a": 1, "b": {"c": 2, "d": {"e": [3]}}, "f": {}}) == {"a": 1, "b.c": 2, "b.d.e": [3]}
+
+
+@dataclass(frozen=True)
+class Optim:
+    lr: float = 0.1
+
+    def validate(self) -> None:
+        config.check_positive("optim", self, "lr")
+
+
+@dataclass(frozen=True)
+class Stage:
+    steps: int = 1
+    optim: Optim = Optim()
+
+
+@dataclass(frozen=True)
+class Run:
+    teacher: Stage = Stage()
+
+
+def test_a_nested_library_config_names_the_full_key_of_a_bad_value():
+    with pytest.raises(config.ConfigError, match=r"^teacher\.optim\.lr=0\.0: must be > 0$"):
+        config.load(Run, overrides=["teacher.optim.lr=0"])
+    with pytest.raises(
+        config.ConfigError, match=r"^optim\.lr=-1\.0: must be > 0$"
+    ):  # on its own: its own terms
+        config.load(Optim, overrides=["lr=-1"])
+
+
+def test_a_key_that_moved_into_a_section_is_named():
+    with pytest.raises(
+        config.ConfigError, match=r"unknown config key 'teacher\.lr' \(did you mean 'teacher\.optim\.lr'\?\)"
+    ):
+        config.load(Run, overrides=["teacher.lr=0.5"])

@@ -72,7 +72,9 @@ def test_tiny_pipeline_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--config", TINY, f"out_root={tmp_path}", "name=e2e"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["--config", TINY, f"out_root={tmp_path}", "name=e2e", "--resume", "teacher.lr=0.5"]) == 2
+    assert (
+        main(["--config", TINY, f"out_root={tmp_path}", "name=e2e", "--resume", "teacher.optim.lr=0.5"]) == 2
+    )
     assert "different config" in capsys.readouterr().err
 
 
@@ -117,6 +119,76 @@ def test_config_errors_are_clear():
         TINY, ["data.labels_per_class=1", "nas.budget.max_latency_ms=3", "nas.budget.latency=lut"]
     )
     assert cfg.data.labels_per_class == 1 and cfg.nas.budget.max_latency_ms == 3.0
+
+
+def test_stages_nest_the_library_configs_with_the_same_defaults():
+    from ersam_ssl.pipeline import RunConfig
+    from ersam_ssl.ssl import BYOLConfig, FixMatchConfig, OptimConfig, SimCLRConfig
+
+    cfg = RunConfig()
+    assert cfg.pretrain.optim == OptimConfig(lr=3e-3) and cfg.teacher.optim == OptimConfig(lr=2e-3)
+    assert cfg.pretrain.simclr == SimCLRConfig(temperature=0.1) and cfg.pretrain.byol == BYOLConfig()
+    assert not cfg.pretrain.spec_augment.enabled  # off until measured on real speech
+    fm = cfg.teacher.fixmatch
+    assert (fm.threshold, fm.lambda_u, fm.flexmatch, fm.distribution_alignment) == (0.95, 1.0, False, False)
+    assert fm == FixMatchConfig()
+    cfg = load_config(TINY, ["teacher.optim.lr=0.5", "teacher.fixmatch.threshold=0.8", "pretrain.simclr.temperature=0.2",
+                             "pretrain.spec_augment.enabled=true", "pretrain.spec_augment.freq_masks=1"])  # fmt: skip
+    assert cfg.teacher.optim.lr == 0.5 and cfg.teacher.optim.weight_decay == OptimConfig().weight_decay
+    assert cfg.teacher.fixmatch.threshold == 0.8 and cfg.pretrain.simclr.temperature == 0.2
+    assert cfg.pretrain.spec_augment.enabled and cfg.pretrain.spec_augment.freq_masks == 1
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("teacher.lr=0.5", "unknown config key 'teacher.lr' (did you mean 'teacher.optim.lr'?)"),
+        ("teacher.threshold=0.8", "(did you mean 'teacher.fixmatch.threshold'?)"),
+        ("pretrain.temperature=0.2", "(did you mean 'pretrain.simclr.temperature'?)"),
+        ("teacher.optim.lr=0", "teacher.optim.lr=0.0: must be > 0"),
+        ("pretrain.optim.lr=-1", "pretrain.optim.lr=-1.0: must be > 0"),
+        ("teacher.fixmatch.threshold=1.5", "teacher.fixmatch.threshold=1.5: must be in [0, 1]"),
+        ("teacher.fixmatch.lambda_u=-1", "teacher.fixmatch.lambda_u=-1.0: must be >= 0"),
+        ("pretrain.simclr.temperature=0", "pretrain.simclr.temperature=0.0: must be > 0"),
+        ("pretrain.spec_augment.freq_masks=-1", "pretrain.spec_augment.freq_masks=-1: must be >= 0"),
+        ("teacher.optim.name=adam", "teacher.optim.name='adam': choose adamw or sgd"),
+    ],
+)
+def test_stage_sections_are_validated_with_their_full_key(override, message):
+    with pytest.raises(ValueError) as err:
+        load_config(TINY, [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stages_select_their_methods_through_the_registry():
+    from conftest import small_sam
+    from ersam_ssl import ssl
+    from ersam_ssl.pipeline import RunConfig, stage_methods
+
+    assert stage_methods("pretrain") == ["byol", "mixture", "simclr"]
+    assert stage_methods("teacher") == ["fixmatch", "replay", "supervised"]
+    with pytest.raises(
+        ValueError, match="teacher.method='distill': choose one of fixmatch, replay, supervised, none"
+    ):
+        load_config(TINY, ["teacher.method=distill"])
+    with pytest.raises(
+        ValueError, match="pretrain.method='fixmatch': choose one of byol, mixture, simclr, none"
+    ):
+        load_config(TINY, ["pretrain.method=fixmatch"])
+    cfg = load_config(None, ["pretrain.spec_augment.enabled=true", "pretrain.simclr.temperature=0.3"])
+    built = {m: ssl.METHODS.get(m).from_stage(small_sam(), cfg.pretrain) for m in stage_methods("pretrain")}
+    built |= {m: ssl.METHODS.get(m).from_stage(small_sam(), cfg.teacher) for m in stage_methods("teacher")}
+    expected = {"byol": ssl.BYOLPretrain, "mixture": ssl.MixtureSupervision, "simclr": ssl.SimCLRPretrain,
+                "fixmatch": ssl.FixMatch, "replay": ssl.ReplayAdapt, "supervised": ssl.SupervisedCounter}  # fmt: skip
+    assert {m: type(module) for m, module in built.items()} == expected
+    assert built["fixmatch"].config is cfg.teacher.fixmatch and built["supervised"].optim is cfg.teacher.optim
+    assert (
+        built["simclr"].objective.config is cfg.pretrain.simclr
+        and built["simclr"].optim is cfg.pretrain.optim
+    )
+    assert built["byol"].objective.config is cfg.pretrain.byol
+    assert built["mixture"].spec_augment.config is cfg.pretrain.spec_augment
+    assert ssl.METHODS.get("mixture").from_stage(small_sam(), RunConfig().pretrain).spec_augment is None
 
 
 @pytest.mark.parametrize("sweep", sorted((ROOT / "recipes" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)

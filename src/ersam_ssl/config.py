@@ -42,6 +42,27 @@ def check_positive(section: str, cfg: Any, *names: str) -> None:
             raise ConfigError(f"{section}.{name}={value}: must be > 0")
 
 
+def validate_section(section: str, cfg: Any) -> None:
+    """Run ``cfg.validate()`` (when it has one) so that an error names the full key of the bad value.
+
+    A library config validates in its own terms (``optim.lr=0: must be > 0``); nested in another config
+    at ``section`` (``teacher.optim``), its error names the full key (``teacher.optim.lr=0: must be > 0``),
+    so the user knows which of several ``optim`` sections to fix.
+    """
+    check = getattr(cfg, "validate", None)
+    if not callable(check):
+        return
+    try:
+        check()
+    except ValueError as e:
+        msg = str(e)
+        if not section or msg.startswith(section):
+            raise
+        last = section.rsplit(".", 1)[-1]
+        msg = f"{section}{msg[len(last) :]}" if msg.startswith(f"{last}.") else f"{section}: {msg}"
+        raise ConfigError(msg) from e
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain-dict view of a (nested) config dataclass."""
     return dataclasses.asdict(cfg)
@@ -153,7 +174,9 @@ def merge(cfg: T, changes: dict[str, Any], prefix: str = "") -> T:
     for k, v in changes.items():
         key = f"{prefix}{k}"
         if k not in names:
-            raise ConfigError(f"unknown config key {key!r}; known: {sorted(names)}")
+            raise ConfigError(
+                f"unknown config key {key!r}{_moved_hint(cfg, k, prefix)}; known: {sorted(names)}"
+            )
         cur = getattr(cfg, k)
         if dataclasses.is_dataclass(cur):
             if not isinstance(v, dict):
@@ -162,10 +185,19 @@ def merge(cfg: T, changes: dict[str, Any], prefix: str = "") -> T:
         else:
             kwargs[k] = _coerce(v, hints[k], key)
     out = dataclasses.replace(cfg, **kwargs)
-    post = getattr(out, "validate", None)
-    if callable(post):
-        post()
+    validate_section(prefix.rstrip("."), out)
     return out
+
+
+def _moved_hint(cfg: Any, name: str, prefix: str) -> str:
+    """`` (did you mean 'teacher.optim.lr'?)`` when ``name`` is a field of one of ``cfg``'s sections."""
+    found = [
+        f"{prefix}{f.name}.{name}"
+        for f in dataclasses.fields(cfg)
+        if dataclasses.is_dataclass(sub := getattr(cfg, f.name))
+        and name in {g.name for g in dataclasses.fields(sub)}
+    ]
+    return f" (did you mean {' or '.join(map(repr, found))}?)" if found else ""
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:

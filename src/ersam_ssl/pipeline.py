@@ -44,10 +44,13 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ersam_ssl import config as cfglib
+from ersam_ssl import ssl
 from ersam_ssl.cli import add_debug_flag, run_command
 from ersam_ssl.data import DataConfig, DataEngine
 from ersam_ssl.fileio import exclusive_lock, remove_partial_files, write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
+from ersam_ssl.ssl import BYOLConfig, FixMatchConfig, OptimConfig, SimCLRConfig
+from ersam_ssl.ssl.specaugment import SpecAugmentConfig
 from ersam_ssl.trainer import TrainerConfig
 
 log = logging.getLogger("ersam_ssl.pipeline")
@@ -55,29 +58,41 @@ log = logging.getLogger("ersam_ssl.pipeline")
 STAGES = ("data", "pretrain", "teacher", "nas", "evaluate")
 
 
-def _ssl():
-    # Lazy: keeps `import ersam_ssl.pipeline` (and `ersam-ssl --help`) fast.
-    from ersam_ssl import ssl
+def stage_methods(stage: str) -> list[str]:
+    """The registered training methods (:data:`ersam_ssl.ssl.METHODS`) that ``stage`` can run."""
+    return [name for name in ssl.METHODS if stage in getattr(ssl.METHODS.get(name), "PIPELINE_STAGES", ())]
 
-    return ssl
+
+def check_method(stage: str, method: str) -> None:
+    """Refuse a ``<stage>.method`` that is neither ``none`` nor one of :func:`stage_methods`."""
+    choices = [*stage_methods(stage), "none"]
+    if method not in choices:
+        raise cfglib.ConfigError(f"{stage}.method={method!r}: choose one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
 class PretrainStage:
     """Pretraining of the teacher: ``mixture`` supervision (the whole counter, on streamed mixtures with
-    exact counts), ``simclr`` / ``byol`` (the encoder, on unlabeled clips) or ``none``."""
+    exact counts), ``simclr`` / ``byol`` (the encoder, on unlabeled clips) or ``none``.
+
+    The sections are the library's own configs, handed to the method whole: ``optim`` (every method),
+    ``simclr`` / ``byol`` (those objectives) and ``spec_augment`` (mixture supervision; off by default,
+    ``pretrain.spec_augment.enabled=true`` turns it on).
+    """
 
     method: str = "mixture"
     steps: int = 600
     batch_size: int = 32
-    lr: float = 3e-3
-    temperature: float = 0.1
+    optim: OptimConfig = OptimConfig(lr=3e-3)
+    simclr: SimCLRConfig = SimCLRConfig(temperature=0.1)
+    byol: BYOLConfig = BYOLConfig()
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig(enabled=False)
 
     def validate(self) -> None:
-        if self.method not in ("mixture", "simclr", "byol", "none"):
-            raise ValueError(f"pretrain.method={self.method!r}: choose mixture, simclr, byol or none")
+        check_method("pretrain", self.method)
         cfglib.check_at_least("pretrain", self, 1, "steps", "batch_size")
-        cfglib.check_positive("pretrain", self, "lr", "temperature")
+        for name in ("optim", "simclr", "byol", "spec_augment"):
+            cfglib.validate_section(f"pretrain.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -90,11 +105,15 @@ class TeacherStage:
     clips (``fixmatch``), 400 steps, left clinical MAE no better (1.10 → 1.28 / 1.22 on LibriSpeech test
     speakers) and tripled it in every other domain (clean 0.79 → 2.48 / 2.80): the few labels make the
     counter forget the domains they do not cover. ``fixmatch`` / ``supervised`` remain options; their
-    defaults (a fixed 0.95 threshold) follow the validation tuning of ``benchmarks/few_label.py``.
+    defaults (``teacher.fixmatch.threshold``: a fixed 0.95) follow the validation tuning of
+    ``benchmarks/few_label.py``.
     ``replay`` (:class:`~ersam_ssl.ssl.ReplayAdapt`) trains on the few labels (``labeled_batch_size``)
     while replaying randomized-domain mixtures (``unlabeled_batch_size`` per step) against forgetting: it
     kept the other domains (clean 0.87 vs 0.79) and moved clinical 1.10 → 1.12 (LibriSpeech speakers) and
     1.29 → 1.06 (speechocean762 speakers) — one seed, no clear win over ``none`` yet.
+
+    ``optim`` (every method) and ``fixmatch`` (its thresholds and loss weights) are the library's own
+    configs, handed to the method whole.
     """
 
     method: str = "none"
@@ -102,22 +121,21 @@ class TeacherStage:
     steps: int = 400
     labeled_batch_size: int = 16
     unlabeled_batch_size: int = 32
-    lr: float = 2e-3
-    threshold: float = 0.95
-    lambda_u: float = 1.0
-    flexmatch: bool = False
-    distribution_alignment: bool = False
+    optim: OptimConfig = OptimConfig(lr=2e-3)
+    fixmatch: FixMatchConfig = FixMatchConfig(threshold=0.95, lambda_u=1.0)
 
     def validate(self) -> None:
-        if self.method not in ("none", "fixmatch", "supervised", "replay"):
-            raise ValueError(f"teacher.method={self.method!r}: choose none, fixmatch, supervised or replay")
+        check_method("teacher", self.method)
         if self.arch not in ("largest", "default", "smallest"):
             raise ValueError(f"teacher.arch={self.arch!r}: choose largest, default or smallest")
         cfglib.check_at_least("teacher", self, 1, "steps", "labeled_batch_size", "unlabeled_batch_size")
-        cfglib.check_positive("teacher", self, "lr")
-        cfglib.check_at_least("teacher", self, 0, "lambda_u")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"teacher.threshold={self.threshold}: must be in [0, 1]")
+        for name in ("optim", "fixmatch"):
+            cfglib.validate_section(f"teacher.{name}", getattr(self, name))
+        # the library takes any threshold (above 1: never confident); a run asks for a meaningful one
+        if not 0.0 <= self.fixmatch.threshold <= 1.0:
+            raise cfglib.ConfigError(
+                f"teacher.fixmatch.threshold={self.fixmatch.threshold}: must be in [0, 1]"
+            )
 
 
 @dataclass(frozen=True)
@@ -256,23 +274,15 @@ def stage_data(run: Run) -> dict:
 def stage_pretrain(run: Run) -> dict:
     from ersam_ssl.checkpoint import save_model
     from ersam_ssl.models import build_model
-    from ersam_ssl.ssl.base import OptimConfig
     from ersam_ssl.trainer import fit
 
-    ssl = _ssl()
     p = run.cfg.pretrain
     out = run.stage_dir("pretrain")
     if p.method == "none":
         return {"skipped": True}
     pl.seed_everything(run.cfg.seed)
     model = build_model(_teacher_arch(run.cfg), num_classes=run.engine.num_classes)
-    optim = OptimConfig(lr=p.lr)
-    if p.method == "mixture":
-        module = ssl.MixtureSupervision(model, optim, run.engine.levels)
-    elif p.method == "simclr":
-        module = ssl.ContrastivePretrain.simclr(model, ssl.SimCLRConfig(temperature=p.temperature), optim)
-    else:
-        module = ssl.ContrastivePretrain.byol(model, ssl.BYOLConfig(), optim)
+    module = ssl.METHODS.get(p.method).from_stage(model, p, run.engine.levels)
     dm = ssl.datamodule_for(module, run.engine, batch_size=p.batch_size, unlabeled_batch_size=p.batch_size)
     t0 = time.perf_counter()
     fit(module, dm, run.trainer_cfg(p.steps), out, name="pretrain")
@@ -289,10 +299,8 @@ def stage_pretrain(run: Run) -> dict:
 def stage_teacher(run: Run) -> dict:
     from ersam_ssl.checkpoint import load_weights, save_model
     from ersam_ssl.models import build_model
-    from ersam_ssl.ssl.base import OptimConfig
     from ersam_ssl.trainer import fit
 
-    ssl = _ssl()
     t = run.cfg.teacher
     out = run.stage_dir("teacher")
     pl.seed_everything(run.cfg.seed)
@@ -311,16 +319,8 @@ def stage_teacher(run: Run) -> dict:
         test = evaluate(model, SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader())
         return {"model": str(out / "model.pt"), "arch": _teacher_arch(run.cfg), "steps": 0, "wall_s": 0.0,
                 "test": test, "domains": domain_metrics(model, run.engine)}  # fmt: skip
-    optim = OptimConfig(lr=t.lr)
-    if t.method == "fixmatch":
-        fm = ssl.FixMatchConfig(threshold=t.threshold, lambda_u=t.lambda_u, flexmatch=t.flexmatch,
-                                distribution_alignment=t.distribution_alignment)  # fmt: skip
-        module = ssl.FixMatch(model, optim, fm)
-    elif t.method == "replay":
-        module = ssl.ReplayAdapt(model, optim)
-    else:
-        module = ssl.SupervisedCounter(model, optim)
-    if t.method == "replay":  # the stream batch replays the source domain, the target batch holds the labels
+    module = ssl.METHODS.get(t.method).from_stage(model, t, run.engine.levels)
+    if getattr(module, "DATA", "pool") == "stream+target":  # replay: stream batch + the labeled target batch
         dm = ssl.datamodule_for(
             module, run.engine, batch_size=t.unlabeled_batch_size, target_batch_size=t.labeled_batch_size
         )

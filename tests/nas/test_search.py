@@ -14,10 +14,10 @@ from ersam_ssl.models import build_model  # noqa: E402
 from ersam_ssl.nas.config import (  # noqa: E402
     BudgetConfig,
     ExportConfig,
-    FinetuneConfig,
     ProxylessConfig,
     SearchConfig,
     StrategyConfig,
+    SubnetFinetuneConfig,
     SupernetConfig,
 )
 from ersam_ssl.nas.nni_space import label_choices  # noqa: E402
@@ -123,7 +123,7 @@ def test_proxyless_search_end_to_end(tmp_path, small_engine):
             penalty_metric="macs",
             penalty_baseline=float(_macs(TINY.smallest())),
         ),
-        finetune=FinetuneConfig(steps=0),
+        finetune=SubnetFinetuneConfig(steps=0),
         export=ExportConfig(enabled=False),
         trainer=TrainerConfig(progress_bar=False, checkpoint_every_steps=2, log_every_steps=1),
     )

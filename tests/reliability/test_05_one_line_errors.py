@@ -39,7 +39,7 @@ def test_pipeline_errors_are_one_line(existing_run: list[str], capsys) -> None:
         (["teachr.steps=3"], "unknown config key 'teachr'"),
         (["--stages", "data,train"], "unknown stages"),
         ([], "exists: pass --resume"),
-        (["--resume", "teacher.lr=0.5"], "different config"),
+        (["--resume", "teacher.optim.lr=0.5"], "different config"),
     ]
     for extra, expected in cases:
         assert run_main([*existing_run, *extra]) != 0

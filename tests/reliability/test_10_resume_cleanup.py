@@ -58,9 +58,9 @@ def test_repeated_search_keeps_one_nni_experiment(tmp_path: Path, folder_corpus:
     from ersam_ssl.nas.config import (
         BudgetConfig,
         ExportConfig,
-        FinetuneConfig,
         SearchConfig,
         StrategyConfig,
+        SubnetFinetuneConfig,
         SupernetConfig,
     )
     from ersam_ssl.nas.search import run_search
@@ -70,7 +70,7 @@ def test_repeated_search_keeps_one_nni_experiment(tmp_path: Path, folder_corpus:
                       test_size=4, num_workers=0, precompute_pool=False)  # fmt: skip
     cfg = SearchConfig(
         out_dir=str(tmp_path / "nas"), space=tiny_space().to_dict(), data=data,
-        supernet=SupernetConfig(steps=0), finetune=FinetuneConfig(steps=0), export=ExportConfig(enabled=False),
+        supernet=SupernetConfig(steps=0), finetune=SubnetFinetuneConfig(steps=0), export=ExportConfig(enabled=False),
         budget=BudgetConfig(latency="none", num_samples=8000, max_energy_mw=None),
         search=StrategyConfig(trials=1, population_size=1, sample_size=1, calib_batches=1, calib_batch_size=4),
     )  # fmt: skip

@@ -35,6 +35,7 @@ def test_identity_in_eval_mode_and_with_no_masks():
     assert torch.equal(aug(x), x)
     off = SpecAugment(SpecAugmentConfig(freq_masks=0, time_masks=0))
     assert torch.allclose(off(x), x, atol=1e-6)
+    assert torch.equal(SpecAugment(SpecAugmentConfig(enabled=False)).train()(x), x)
     with pytest.raises(ValueError):
         SpecAugment(SpecAugmentConfig(freq_width=-1))
 
@@ -53,3 +54,5 @@ def test_mixture_supervision_masks_features_only_while_training():
     assert not torch.allclose(clean, masked)
     assert torch.allclose(clean, same)
     assert MixtureSupervision(model).spec_augment is None
+    # the pipeline's pretrain.spec_augment section is off by default (enabled=False)
+    assert MixtureSupervision(model, spec_augment=SpecAugmentConfig(enabled=False)).spec_augment is None

@@ -224,10 +224,11 @@ class ProxylessConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class SubnetFinetuneConfig:
     """Short supervised fine-tuning of the chosen member (inherited weights) on the labeled clips.
 
-    The fine-tuned weights are kept only if they do not lower the validation score.
+    The fine-tuned weights are kept only if they do not lower the validation score. (Not to be confused
+    with :class:`ersam_ssl.ssl.FinetuneConfig`, the schedule of the ``finetune`` training method.)
     """
 
     steps: int = 100
@@ -291,7 +292,7 @@ class SearchConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     search: StrategyConfig = field(default_factory=StrategyConfig)
     proxyless: ProxylessConfig = field(default_factory=ProxylessConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: SubnetFinetuneConfig = field(default_factory=SubnetFinetuneConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(checkpoint_every_steps=50))
 

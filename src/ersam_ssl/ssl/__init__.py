@@ -8,7 +8,8 @@ frozen config dataclass of its own, and is registered in :data:`METHODS`:
 - ``mixture``: :class:`MixtureSupervision` — supervised on streamed mixtures with exact counts.
 - ``replay``: :class:`ReplayAdapt` — few target labels plus replay of the mixture stream.
 - ``stream-distill``: :class:`StreamDistill` — distillation from a frozen teacher on the mixture stream.
-- ``contrastive``: :class:`ContrastivePretrain` — SimCLR or BYOL pretraining of frontend + backbone.
+- ``contrastive``: :class:`ContrastivePretrain` — SimCLR or BYOL pretraining of frontend + backbone;
+  ``simclr`` / ``byol``: :class:`SimCLRPretrain` / :class:`BYOLPretrain`, the same with that objective.
 - ``finetune``: :class:`Finetune` — supervised training from a pretrained encoder.
 - ``fixmatch``: :class:`FixMatch` — FixMatch / FlexMatch / distribution alignment / count-aware mixing.
 - ``distill``: :class:`Distill` — ERSAM's uncertainty-weighted distillation from a frozen teacher.
@@ -24,10 +25,12 @@ from ersam_ssl.ssl.base import CounterModule, OptimConfig, SupervisedCounter, la
 from ersam_ssl.ssl.contrastive import (
     BYOLConfig,
     BYOLObjective,
+    BYOLPretrain,
     ContrastivePretrain,
     KNNProbe,
     SimCLRConfig,
     SimCLRObjective,
+    SimCLRPretrain,
 )
 from ersam_ssl.ssl.distill import UNCERTAINTY_POLICIES, Distill, DistillConfig
 from ersam_ssl.ssl.finetune import Finetune, FinetuneConfig
@@ -41,6 +44,7 @@ __all__ = [
     "AlignToUniform",
     "BYOLConfig",
     "BYOLObjective",
+    "BYOLPretrain",
     "ContrastivePretrain",
     "CounterModule",
     "Distill",
@@ -56,6 +60,7 @@ __all__ = [
     "ReplayAdapt",
     "SimCLRConfig",
     "SimCLRObjective",
+    "SimCLRPretrain",
     "SupervisedCounter",
     "datamodule_for",
     "labeled_batch",

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from ersam_ssl import config as cfglib
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.metrics import SCALAR_METRICS, CountMetrics
 from ersam_ssl.models import CountModel
+from ersam_ssl.ssl.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class OptimConfig:
             raise ValueError(f"optim.name={self.name!r}: choose adamw or sgd")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"optim.schedule={self.schedule!r}: choose cosine or constant")
+        cfglib.check_positive("optim", self, "lr")
+        cfglib.check_at_least("optim", self, 0, "weight_decay", "momentum", "warmup_frac", "min_lr_frac")
+        for name in ("warmup_frac", "min_lr_frac"):
+            if getattr(self, name) > 1:
+                raise cfglib.ConfigError(f"optim.{name}={getattr(self, name)}: must be <= 1")
 
     def build(self, params: Iterable[nn.Parameter], total_steps: int) -> dict[str, Any]:
         self.validate()
@@ -90,6 +97,9 @@ class CounterModule(pl.LightningModule):
     counter from a checkpoint alone.
     """
 
+    #: Pipeline stages (``pretrain``, ``teacher``) that may select this method by its registered name.
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ()
+
     def __init__(
         self,
         model: CountModel,
@@ -106,6 +116,19 @@ class CounterModule(pl.LightningModule):
         self.val_results: dict[str, Any] = {}
         if isinstance(self.optim, OptimConfig):
             self.save_hyperparameters({"optim": asdict(self.optim), "model": model.config()})
+
+    @classmethod
+    def from_stage(cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None) -> CounterModule:
+        """The method as a pipeline stage configures it.
+
+        Args:
+            model: the counter to train.
+            stage: the stage's config (:class:`~ersam_ssl.pipeline.PretrainStage` / ``TeacherStage``): its
+                ``optim`` section, and the method's own section where it has one (``fixmatch``, ``simclr``,
+                ``byol``, ``spec_augment``), are handed over whole.
+            levels: ambiance levels for the level accuracy.
+        """
+        return cls(model, stage.optim, levels=levels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -146,11 +169,14 @@ class CounterModule(pl.LightningModule):
         checkpoint["ersam_model_config"] = self.model.config()
 
 
+@METHODS.register("supervised")
 class SupervisedCounter(CounterModule):
     """Supervised training on labeled clips (all labels, or a few-label budget from the data engine).
 
     The loss is the count head's own loss (cross-entropy for classification, as CountNet found best).
     """
+
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("teacher",)
 
     def train_forward(self, x: Tensor) -> Tensor:
         """The counter's raw output on a training batch (methods that augment features override it)."""

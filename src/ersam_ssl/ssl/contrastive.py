@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ersam_ssl import config as cfglib
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.losses import byol_symmetric_loss, cosine_momentum, ema_update, nt_xent_loss
@@ -60,6 +61,10 @@ class SimCLRConfig:
     projection_dim: int = 64
     temperature: float = 0.1
 
+    def validate(self) -> None:
+        cfglib.check_at_least("simclr", self, 1, "hidden_dim", "projection_dim")
+        cfglib.check_positive("simclr", self, "temperature")
+
 
 class SimCLRObjective(nn.Module):
     """NT-Xent on projections of both views; negatives are the other clips of the (per-device) batch.
@@ -70,6 +75,7 @@ class SimCLRObjective(nn.Module):
 
     def __init__(self, embed_dim: int, config: SimCLRConfig = SimCLRConfig()) -> None:
         super().__init__()
+        config.validate()
         self.config = config
         self.projector = projection_mlp(embed_dim, config.hidden_dim, config.projection_dim)
 
@@ -90,6 +96,11 @@ class BYOLConfig:
     projection_dim: int = 64
     base_momentum: float = 0.99
 
+    def validate(self) -> None:
+        cfglib.check_at_least("byol", self, 1, "hidden_dim", "projection_dim")
+        if not 0.0 <= self.base_momentum <= 1.0:
+            raise cfglib.ConfigError(f"byol.base_momentum={self.base_momentum}: must be in [0, 1]")
+
 
 class BYOLObjective(nn.Module):
     """BYOL: the online predictor regresses the EMA target's projection of the other view; no negatives.
@@ -100,6 +111,7 @@ class BYOLObjective(nn.Module):
 
     def __init__(self, model: CountModel, config: BYOLConfig = BYOLConfig()) -> None:
         super().__init__()
+        config.validate()
         self.config = config
         self.projector = projection_mlp(model.embed_dim, config.hidden_dim, config.projection_dim)
         self.predictor = projection_mlp(config.projection_dim, config.hidden_dim, config.projection_dim)
@@ -154,8 +166,10 @@ Objective = SimCLRObjective | BYOLObjective
 class ContrastivePretrain(CounterModule):
     """Contrastive (SimCLR) or bootstrap (BYOL) pretraining of ``model.frontend`` + ``model.backbone``.
 
-    Build it with :meth:`simclr` or :meth:`byol`. Trains on unlabeled clips only (views ``v1``, ``v2``,
-    both strong); validates with a kNN probe on the labeled budget (see the module docstring).
+    Build it with :meth:`simclr` or :meth:`byol` (registered as ``simclr`` / ``byol``:
+    :class:`SimCLRPretrain`, :class:`BYOLPretrain`), or inject another objective. Trains on unlabeled
+    clips only (views ``v1``, ``v2``, both strong); validates with a kNN probe on the labeled budget (see
+    the module docstring).
 
     Args:
         model: the counter whose frontend and backbone are pretrained (the head is left untouched).
@@ -198,14 +212,14 @@ class ContrastivePretrain(CounterModule):
         cls, model: CountModel, config: SimCLRConfig = SimCLRConfig(), optim: OptimConfig | None = None, **kw
     ) -> ContrastivePretrain:
         """SimCLR pretraining (NT-Xent with a projection MLP on ``model.embed``)."""
-        return cls(model, SimCLRObjective(model.embed_dim, config), optim, **kw)
+        return SimCLRPretrain(model, config, optim, **kw)
 
     @classmethod
     def byol(
         cls, model: CountModel, config: BYOLConfig = BYOLConfig(), optim: OptimConfig | None = None, **kw
     ) -> ContrastivePretrain:
         """BYOL pretraining (predictor + EMA target, no negatives)."""
-        return cls(model, BYOLObjective(model, config), optim, **kw)
+        return BYOLPretrain(model, config, optim, **kw)
 
     def trainable_modules(self) -> Iterable[nn.Parameter]:
         # The count head gets no gradient here; the BYOL target is excluded by requires_grad=False.
@@ -277,3 +291,37 @@ class ContrastivePretrain(CounterModule):
     def on_validation_epoch_end(self) -> None:
         if self._reference is not None:
             super().on_validation_epoch_end()
+
+
+@METHODS.register("simclr")
+class SimCLRPretrain(ContrastivePretrain):
+    """:class:`ContrastivePretrain` with the SimCLR objective (same as :meth:`ContrastivePretrain.simclr`)."""
+
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("pretrain",)
+
+    def __init__(
+        self, model: CountModel, config: SimCLRConfig = SimCLRConfig(), optim: OptimConfig | None = None, **kw
+    ) -> None:
+        super().__init__(model, SimCLRObjective(model.embed_dim, config), optim, **kw)
+
+    @classmethod
+    def from_stage(
+        cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None
+    ) -> SimCLRPretrain:
+        return cls(model, stage.simclr, stage.optim, levels=levels)
+
+
+@METHODS.register("byol")
+class BYOLPretrain(ContrastivePretrain):
+    """:class:`ContrastivePretrain` with the BYOL objective (same as :meth:`ContrastivePretrain.byol`)."""
+
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("pretrain",)
+
+    def __init__(
+        self, model: CountModel, config: BYOLConfig = BYOLConfig(), optim: OptimConfig | None = None, **kw
+    ) -> None:
+        super().__init__(model, BYOLObjective(model, config), optim, **kw)
+
+    @classmethod
+    def from_stage(cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None) -> BYOLPretrain:
+        return cls(model, stage.byol, stage.optim, levels=levels)

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ersam_ssl import config as cfglib
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.losses import (
     FlexMatchThresholds,
@@ -83,9 +84,15 @@ class FixMatchConfig:
 
     def validate(self) -> None:
         if self.mixing_loss not in MIXING_LOSSES:
-            raise ValueError(f"mixing_loss={self.mixing_loss!r}: choose one of {sorted(MIXING_LOSSES)}")
-        if self.lambda_u < 0 or self.lambda_mix < 0:
-            raise ValueError("lambda_u and lambda_mix must be non-negative")
+            raise ValueError(
+                f"fixmatch.mixing_loss={self.mixing_loss!r}: choose one of {sorted(MIXING_LOSSES)}"
+            )
+        cfglib.check_positive("fixmatch", self, "temperature")
+        cfglib.check_at_least("fixmatch", self, 0, "lambda_u", "lambda_mix")
+        if not 0.0 <= self.alignment_momentum <= 1.0:
+            raise cfglib.ConfigError(
+                f"fixmatch.alignment_momentum={self.alignment_momentum}: must be in [0, 1]"
+            )
 
 
 class AlignToUniform:
@@ -122,6 +129,7 @@ class FixMatch(CounterModule):
 
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "weak"}
     UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = {"weak": "weak", "strong": "strong"}
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("teacher",)
 
     def __init__(
         self,
@@ -144,6 +152,10 @@ class FixMatch(CounterModule):
             self.probs_transform = AlignToUniform(self.running_distribution, self._gather)
         self.mixing_objective = MIXING_LOSSES[config.mixing_loss] if config.lambda_mix > 0 else None
         self.save_hyperparameters({"fixmatch": asdict(config)})
+
+    @classmethod
+    def from_stage(cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None) -> FixMatch:
+        return cls(model, stage.optim, stage.fixmatch, levels=levels)
 
     def _make_flexmatch(self, num_unlabeled: int) -> None:
         self.flexmatch = FlexMatchThresholds(

@@ -4,6 +4,10 @@ Every method module registers its LightningModule here where it is defined (``@M
 and declares the augmentation views it reads as class attributes ``LABELED_VIEWS`` / ``UNLABELED_VIEWS``
 (``None``: that loader is not used). :func:`datamodule_for` turns them into the matching
 :class:`~ersam_ssl.data.SAMDataModule`, so a recipe never restates which views a method needs.
+
+The pipeline (:mod:`ersam_ssl.pipeline`) selects its stages' methods here by name: a method lists the
+stages it serves in ``PIPELINE_STAGES`` and is built with ``from_stage(model, stage_config, levels)``
+(:meth:`~ersam_ssl.ssl.base.CounterModule.from_stage`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,10 @@ import numpy as np
 from ersam_ssl.data.datamodule import DataEngine, SAMDataModule
 from ersam_ssl.data.stream import MixtureStreamDataModule
 from ersam_ssl.registry import Registry
-from ersam_ssl.ssl.base import SupervisedCounter
 
 METHODS: Registry[type] = Registry("training method")
-METHODS.register("supervised")(SupervisedCounter)
 
-# SupervisedCounter lives in base.py and predates the view attributes; its views are the defaults here.
+# SupervisedCounter (base.py) predates the view attributes; its views are the defaults here.
 _DEFAULT_VIEWS: dict[str, dict[str, str] | None] = {"LABELED_VIEWS": {"x": "weak"}, "UNLABELED_VIEWS": None}
 
 

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.models import CountModel
 from ersam_ssl.ssl.base import SupervisedCounter
 from ersam_ssl.ssl.distill import Distill
 from ersam_ssl.ssl.methods import METHODS
@@ -26,16 +28,25 @@ class MixtureSupervision(SupervisedCounter):
 
     No waveform view: the stream's domain randomization (noise, reverberation, devices, colouration,
     level, conversation) is the augmentation, and every clip is new. ``spec_augment`` masks bands and
-    spans of the frontend's output while training (:class:`SpecAugment`; ``None`` turns it off).
+    spans of the frontend's output while training (:class:`SpecAugment`; ``None`` or a config that is not
+    ``enabled`` turns it off).
     """
 
     LABELED_VIEWS: ClassVar[dict[str, str] | None] = {"x": "identity"}
     UNLABELED_VIEWS: ClassVar[dict[str, str] | None] = None
     DATA: ClassVar[str] = "stream"
+    PIPELINE_STAGES: ClassVar[tuple[str, ...]] = ("pretrain",)
 
     def __init__(self, *args: Any, spec_augment: SpecAugmentConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.spec_augment = SpecAugment(spec_augment) if spec_augment is not None else None
+        on = spec_augment is not None and spec_augment.enabled
+        self.spec_augment = SpecAugment(spec_augment) if on else None
+
+    @classmethod
+    def from_stage(
+        cls, model: CountModel, stage: Any, levels: AmbianceLevels | None = None
+    ) -> MixtureSupervision:
+        return cls(model, stage.optim, levels=levels, spec_augment=stage.spec_augment)
 
     def train_forward(self, x: Tensor) -> Tensor:
         if self.spec_augment is None:

@@ -19,12 +19,15 @@ from torchaudio.functional import mask_along_axis_iid
 
 @dataclass(frozen=True)
 class SpecAugmentConfig:
-    """How many masks of at most how many bins / frames (0 masks: off).
+    """Whether to mask, and how many masks of at most how many bins / frames (``enabled=False``: off).
 
     Defaults: two bands of up to 8 of 64 mel bands and two spans of up to 40 of 501 frames (0.4 s),
-    LibriSpeech's "LB" policy scaled to 64 bands and a 5 s window.
+    LibriSpeech's "LB" policy scaled to 64 bands and a 5 s window. ``enabled`` lets a config that holds
+    the section (the pipeline's ``pretrain.spec_augment``) keep it off: a YAML value cannot be ``None``
+    and a section at the same time.
     """
 
+    enabled: bool = True
     freq_masks: int = 2
     freq_width: int = 8
     time_masks: int = 2
@@ -33,11 +36,12 @@ class SpecAugmentConfig:
     def validate(self) -> None:
         for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
             if getattr(self, name) < 0:
-                raise ValueError(f"spec_augment.{name} must be >= 0")
+                raise ValueError(f"spec_augment.{name}={getattr(self, name)}: must be >= 0")
 
 
 class SpecAugment(nn.Module):
-    """``[B, bins, frames]`` → the same with random masks while ``training`` (identity in eval mode)."""
+    """``[B, bins, frames]`` → the same with random masks while ``training`` (identity in eval mode or when
+    the config is not ``enabled``)."""
 
     def __init__(self, config: SpecAugmentConfig | None = None) -> None:
         super().__init__()
@@ -46,7 +50,7 @@ class SpecAugment(nn.Module):
 
     def forward(self, feats: Tensor) -> Tensor:
         cfg = self.config
-        if not self.training or feats.dim() != 3:
+        if not self.training or not cfg.enabled or feats.dim() != 3:
             return feats
         # centred, masked with 0, shifted back: masked cells hold the clip's mean
         mean = feats.detach().mean(dim=(1, 2), keepdim=True)
