@@ -85,7 +85,8 @@ CURVES_PNG = HERE / "results" / "accuracy_curves.png"
 
 def plot_curves(folder: Path, out: Path = CURVES_PNG) -> Path | None:
     """Learning curves of the mixture-supervised runs: test MAE per domain vs training minutes."""
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("mixture-*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    runs = [r for r in runs if r.get("curve")]  # trained runs (mixture supervision, distillation)
     if not runs:
         return None
     import matplotlib
@@ -94,16 +95,20 @@ def plot_curves(folder: Path, out: Path = CURVES_PNG) -> Path | None:
     import matplotlib.pyplot as plt
 
     corpora = sorted({c for r in runs for c in r["final"]})
-    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, corpus in zip(axes[0], corpora):
-        for r in runs:
+        # one colour per run (the same in every panel), one line style per test domain
+        for i, r in enumerate(runs):
             if corpus not in r["final"]:
                 continue
+            name = r["method"].replace("mixture", "").replace("stream-distill", "KD ") + r["model"]
+            name += f"+{r['variant']}" if r.get("variant") else ""
             for d, style in (("clean", "-"), ("clinical", "--"), ("conversational", ":")):
                 xs = [p["train_min"] for p in r["curve"]]
                 ys = [p["scores"][corpus][d]["mae"] for p in r["curve"]]
-                name = r["model"] + (f"+{r['variant']}" if r.get("variant") else "")
-                ax.plot(xs, ys, style, marker="o", label=f"{name} ({r['train']}, s{r['seed']}): {d}")
+                label = f"{name} ({r['train']}, s{r['seed']})" if d == "clean" else None
+                ax.plot(xs, ys, style, color=colours[i % len(colours)], marker="o", ms=3, label=label)
         ax.axhline(0.5, color="grey", lw=0.8)
         ax.set(
             title=f"test speakers: {corpus}",
@@ -111,7 +116,7 @@ def plot_curves(folder: Path, out: Path = CURVES_PNG) -> Path | None:
             ylabel="count MAE",
             ylim=(0, 3),
         )
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, title="— clean  -- clinical  ·· conversational", title_fontsize=6)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, metadata={"Software": None})
