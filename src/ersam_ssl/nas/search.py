@@ -219,13 +219,8 @@ def make_cost_model(cfg: SearchConfig, num_classes: int) -> CostModel:
 
 def budget_violations(cost: dict[str, Any], cfg: SearchConfig) -> list[str]:
     """Which budgets ``cost`` exceeds (empty: within budget)."""
-    b = cfg.budget
     out = []
-    for key, limit in (
-        ("latency_ms", b.max_latency_ms),
-        ("avg_power_mw", b.max_energy_mw),
-        ("macs", b.max_macs),
-    ):
+    for key, limit in cfg.budget.limits().items():
         if limit is not None and cost.get(key) is not None and cost[key] > limit:
             out.append(f"{key} {cost[key]:.4g} > {limit:.4g}")
     return out
@@ -305,12 +300,13 @@ def plot_pareto(records: Sequence[dict], path: Path, chosen: int | None, cfg: Se
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    limits = cfg.budget.limits()
     panels = [
-        ("latency_ms", "latency (ms, 1 thread, this CPU)", cfg.budget.max_latency_ms),
+        ("latency_ms", "latency (ms, 1 thread, this CPU)", limits["latency_ms"]),
         (
             "avg_power_mw",
             f"modelled power (mW, {cfg.budget.profile}, 1 window / 5 s)",
-            cfg.budget.max_energy_mw,
+            limits["avg_power_mw"],
         ),
     ]
     panels = [p for p in panels if any(r.get(p[0]) is not None for r in records)]
@@ -527,11 +523,7 @@ def run_proxyless(
     )
 
     p = cfg.proxyless
-    limits = {
-        "latency_ms": cfg.budget.max_latency_ms,
-        "avg_power_mw": cfg.budget.max_energy_mw,
-        "macs": cfg.budget.max_macs,
-    }
+    limits = cfg.budget.limits()
     baseline = p.penalty_baseline if p.penalty_baseline is not None else limits[p.penalty_metric]
     if baseline is None:
         raise ValueError(
