@@ -36,7 +36,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,9 @@ from ersam_ssl.checkpoint import load_model, save_model
 from ersam_ssl.data import DataEngine, MixtureStreamDataModule, SAMDataModule, ViewDataset, stream_dataset
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.fileio import write_json
-from ersam_ssl.hw import CostModel, LatencyLUT, arch_key, count_macs, report_energy
+from ersam_ssl.hw import CostModel, CostOracle, arch_key
 from ersam_ssl.metrics import SCALAR_METRICS, CountMetrics
-from ersam_ssl.models import CountModel, build_model, layer_specs, make_op
+from ersam_ssl.models import CountModel, build_model, layer_specs
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.nas.supernet import ElasticSAM, SupernetModule, counter_on_features, recalibrate_bn
 from ersam_ssl.ssl.base import OptimConfig, SupervisedCounter
@@ -226,59 +226,6 @@ def budget_violations(cost: dict[str, Any], cfg: SearchConfig) -> list[str]:
     return out
 
 
-def op_cost_function(metric: str, cost_model: CostModel) -> tuple[Callable[[dict], float], float]:
-    """``(op_cost(spec), constant)`` such that ``sum(op_cost) + constant`` is ``metric`` of a member.
-
-    MACs and LUT latency add over ops; the modelled average power is affine in both, so each op
-    contributes its marginal power and the constant holds the power of an empty model (wake-up overhead).
-    """
-    from ersam_ssl.hw import spec_key
-
-    macs_cache: dict[str, float] = {}
-
-    def macs(spec: dict) -> float:
-        key = spec_key(spec)
-        if key not in macs_cache:
-            module, example = make_op(spec)
-            macs_cache[key] = float(
-                count_macs(module, example_input=example, fold_bn=cost_model.fold_bn).macs
-            )
-        return macs_cache[key]
-
-    # Not "cost_model.lut or ...": an empty LatencyLUT is falsy (it has __len__).
-    lut = (
-        cost_model.lut
-        if cost_model.lut is not None
-        else LatencyLUT(
-            make_op=make_op, threads=cost_model.threads, warmup=cost_model.warmup, repeats=cost_model.repeats
-        )
-    )
-    if metric == "macs":
-        return macs, 0.0
-    if metric == "latency_ms":
-        return lut.latency_ms, 0.0
-    if metric != "avg_power_mw":
-        raise ValueError(f"unknown cost metric {metric!r}")
-    profile = cost_model.profile
-    measured = profile.latency_model == "measured"
-
-    def power(macs_value: float, latency_ms: float) -> float:
-        return report_energy(
-            macs_value,
-            profile,
-            cost_model.period_s,
-            cost_model.hours,
-            measured_latency_ms=latency_ms if measured else None,
-        ).avg_power_mw
-
-    base = power(0.0, 0.0)
-
-    def marginal_power(spec: dict) -> float:
-        return power(macs(spec), lut.latency_ms(spec) if measured else 0.0) - base
-
-    return marginal_power, base
-
-
 # -- results ---------------------------------------------------------------------------------------
 
 
@@ -426,7 +373,7 @@ def _record(index: int, source: str, arch: dict, metrics: dict, cost: dict, with
 
 
 def run_multi_trial(
-    supernet: ElasticSAM, evaluator: SubnetEvaluator, cost_model: CostModel, cfg: SearchConfig, out_dir: Path
+    supernet: ElasticSAM, evaluator: SubnetEvaluator, cost_model: CostOracle, cfg: SearchConfig, out_dir: Path
 ) -> tuple[list[dict], list[dict]]:
     """NNI ``RegularizedEvolution`` (or ``Random``) over :class:`SAMModelSpace` with inherited weights.
 
@@ -491,7 +438,7 @@ def run_multi_trial(
 
 def run_proxyless(
     supernet: ElasticSAM,
-    cost_model: CostModel,
+    cost_model: CostOracle,
     cfg: SearchConfig,
     train: Sequence[tuple[Tensor, Tensor]],
     validation: Sequence[tuple[Tensor, Tensor]],
@@ -532,7 +479,7 @@ def run_proxyless(
         )
     oneshot = copy.deepcopy(supernet).train()
     model_space = build_model_space(oneshot)
-    op_cost, constant = op_cost_function(p.penalty_metric, cost_model)
+    op_cost, constant = cost_model.op_cost_function(p.penalty_metric)
     tables = cost_tables(
         oneshot.space,
         op_cost,
