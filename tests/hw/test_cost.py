@@ -291,52 +291,6 @@ def test_countnet_crnn_hand_count():
 
 
 # --------------------------------------------------------------------------------------------------
-# NNI FlopsProfiler registration
-
-
-@pytest.mark.nas
-def test_nni_flops_profiler_agrees_with_hook_counter(tmp_path, monkeypatch):
-    pytest.importorskip("nni")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    from nni.nas.nn.pytorch import LayerChoice, ModelSpace
-    from nni.nas.profiler.pytorch.flops import FlopsProfiler
-
-    from ersam_ssl.hw.cost import register_nni_formulas
-
-    register_nni_formulas()
-    register_nni_formulas()  # idempotent
-
-    class Space(ModelSpace):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = LayerChoice(
-                [
-                    nn.Conv1d(4, 8, 3, padding=1, bias=False),
-                    nn.Conv1d(4, 8, 5, padding=2, stride=2, bias=False),
-                ],
-                label="kernel",
-            )
-            self.bn = nn.BatchNorm1d(8)
-            self.pool = nn.MaxPool1d(2)
-            self.gru = nn.GRU(8, 6, batch_first=True, bidirectional=True)
-            self.lstm = nn.LSTM(12, 5, batch_first=True)
-            self.fc = nn.Linear(5, 3, bias=False)
-
-        def forward(self, x):
-            x = self.pool(self.bn(self.conv(x)))
-            y, _ = self.gru(x.transpose(1, 2))
-            y, _ = self.lstm(y)
-            return self.fc(y[:, -1])
-
-    space = Space()
-    x = torch.randn(1, 4, 40)
-    profiler = FlopsProfiler(space, x, count_bias=False, count_normalization=False, count_activation=False)
-    for choice in (0, 1):
-        sample = {"kernel": choice}
-        assert profiler.profile(sample) == count_macs(space.freeze(sample), example_input=x).macs
-
-
-# --------------------------------------------------------------------------------------------------
 # SAM search space (ersam_ssl.models.space)
 
 

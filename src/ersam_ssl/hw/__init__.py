@@ -16,7 +16,6 @@ from ersam_ssl.hw.cost import (
     matmul_macs,
     mel_filterbank_macs,
     register_mac_formula,
-    register_nni_formulas,
     rnn_macs,
     stft_macs,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "measure_torch_latency",
     "mel_filterbank_macs",
     "register_mac_formula",
-    "register_nni_formulas",
     "report_energy",
     "rnn_macs",
     "spec_key",
