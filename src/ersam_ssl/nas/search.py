@@ -40,7 +40,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
@@ -49,7 +48,7 @@ from ersam_ssl import config as config_io
 from ersam_ssl.checkpoint import load_model, save_model
 from ersam_ssl.data import DataEngine, MixtureStreamDataModule, SAMDataModule, ViewDataset, stream_dataset
 from ersam_ssl.data.levels import AmbianceLevels
-from ersam_ssl.fileio import write_json
+from ersam_ssl.fileio import json_default, write_json
 from ersam_ssl.hw import CostModel, CostOracle, arch_key
 from ersam_ssl.metrics import SCALAR_METRICS, CountMetrics
 from ersam_ssl.models import CountModel, build_model, layer_specs
@@ -291,20 +290,12 @@ def write_candidates(
     """``candidates.json`` (everything) and ``candidates.csv`` (one row per evaluated member)."""
     rows = [{**r, "chosen": r["index"] == chosen} for r in records]
     payload = {"candidates": rows, "rejected": list(rejected)}
-    write_json(out_dir / "candidates.json", payload, default=_json_default)
+    write_json(out_dir / "candidates.json", payload, default=json_default)
     with open(out_dir / "candidates.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({**r, "arch": json.dumps(r["arch"], separators=(",", ":"))})
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def choose(records: Sequence[dict]) -> dict:
@@ -695,7 +686,7 @@ def export_member(model: CountModel, engine: DataEngine, cfg: SearchConfig, out_
         latency[f"{name}_vs_torch"] = latency[f"{name}_ms"] / latency["torch_ms"]
     report["latency_1_thread"] = latency
     report["sizes_bytes"] = {k: Path(v).stat().st_size for k, v in paths.items()}
-    write_json(out_dir / "export.json", report, default=_json_default)
+    write_json(out_dir / "export.json", report, default=json_default)
     diff = report["test"]["onnx_fp32"]["max_abs_diff"]
     if diff > e.max_abs_diff:
         raise ExportMismatchError(f"fp32 ONNX differs from PyTorch by {diff:.3g} > {e.max_abs_diff:.3g}")
@@ -777,5 +768,5 @@ def run_search(cfg: SearchConfig, engine: DataEngine | None = None) -> dict:
         summary["export"] = export_member(model, engine, cfg, out)
         timings["export_s"] = time.perf_counter() - start
     summary["timings_s"] = timings
-    write_json(out / "summary.json", summary, default=_json_default)
+    write_json(out / "summary.json", summary, default=json_default)
     return summary
