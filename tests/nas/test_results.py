@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from ersam_ssl.nas.config import COST_METRICS, BudgetConfig, SearchConfig
-from ersam_ssl.nas.search import (
+from ersam_ssl.nas.evaluate import score_of
+from ersam_ssl.nas.results import (
     budget_violations,
     choose,
     pareto_front,
     plot_pareto,
-    score_of,
     write_candidates,
 )
 
