@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ersam_ssl.fileio import atomic_open, atomic_path, write_json, write_text
+from ersam_ssl.fileio import atomic_open, atomic_path, json_default, write_json, write_text
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -38,3 +38,19 @@ def test_temporary_path_keeps_the_suffix_for_format_detection(tmp_path):
 def test_only_write_modes(tmp_path):
     with pytest.raises(ValueError, match="write mode"), atomic_open(tmp_path / "x", "a"):
         pass
+
+
+def test_json_default_writes_numpy_values_and_paths(tmp_path):
+    from pathlib import Path
+
+    obj = {"f": np.float32(0.5), "i": np.int64(3), "b": np.bool_(True), "a": np.arange(2), "p": Path("x/y")}
+    write_json(tmp_path / "r.json", obj, default=json_default)
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "f": 0.5,
+        "i": 3,
+        "b": True,
+        "a": [0, 1],
+        "p": "x/y",
+    }
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        json.dumps({"o": object()}, default=json_default)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +67,17 @@ def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
     """Atomically write ``json.dumps(obj, **dumps_kwargs)`` (default ``indent=1``) plus a newline."""
     dumps_kwargs.setdefault("indent", 1)
     return write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: NumPy scalars and arrays as Python values, paths as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 #: Names of :func:`atomic_path`'s temporary files: ``.<stem>.<8 random chars from mkstemp>.part<suffix>``.

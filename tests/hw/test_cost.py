@@ -9,7 +9,6 @@ import torch
 import torchaudio
 from torch import nn
 
-from ersam_ssl.hw import CostModel, LatencyLUT, load_profile, report_energy
 from ersam_ssl.hw.cost import (
     count_macs,
     count_params,
@@ -292,127 +291,6 @@ def test_countnet_crnn_hand_count():
 
 
 # --------------------------------------------------------------------------------------------------
-# NNI FlopsProfiler registration
-
-
-@pytest.mark.nas
-def test_nni_flops_profiler_agrees_with_hook_counter(tmp_path, monkeypatch):
-    pytest.importorskip("nni")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    from nni.nas.nn.pytorch import LayerChoice, ModelSpace
-    from nni.nas.profiler.pytorch.flops import FlopsProfiler
-
-    from ersam_ssl.hw.cost import register_nni_formulas
-
-    register_nni_formulas()
-    register_nni_formulas()  # idempotent
-
-    class Space(ModelSpace):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = LayerChoice(
-                [
-                    nn.Conv1d(4, 8, 3, padding=1, bias=False),
-                    nn.Conv1d(4, 8, 5, padding=2, stride=2, bias=False),
-                ],
-                label="kernel",
-            )
-            self.bn = nn.BatchNorm1d(8)
-            self.pool = nn.MaxPool1d(2)
-            self.gru = nn.GRU(8, 6, batch_first=True, bidirectional=True)
-            self.lstm = nn.LSTM(12, 5, batch_first=True)
-            self.fc = nn.Linear(5, 3, bias=False)
-
-        def forward(self, x):
-            x = self.pool(self.bn(self.conv(x)))
-            y, _ = self.gru(x.transpose(1, 2))
-            y, _ = self.lstm(y)
-            return self.fc(y[:, -1])
-
-    space = Space()
-    x = torch.randn(1, 4, 40)
-    profiler = FlopsProfiler(space, x, count_bias=False, count_normalization=False, count_activation=False)
-    for choice in (0, 1):
-        sample = {"kernel": choice}
-        assert profiler.profile(sample) == count_macs(space.freeze(sample), example_input=x).macs
-
-
-# --------------------------------------------------------------------------------------------------
-# CostModel
-
-
-def _toy_space():
-    """Architectures {"width": w, "depth": d}: a stack of Conv1d over a short waveform."""
-    built: list[dict] = []
-
-    def build_model(arch):
-        built.append(arch)
-        layers: list[nn.Module] = [nn.Unflatten(1, (1, -1)), nn.Conv1d(1, arch["width"], 8, stride=8)]
-        for _ in range(arch["depth"]):
-            layers += [nn.Conv1d(arch["width"], arch["width"], 3, padding=1), nn.ReLU()]
-        return nn.Sequential(*layers)
-
-    def layer_specs(arch):
-        return [{"op": "stem", "width": arch["width"]}] + [{"op": "conv", "width": arch["width"]}] * arch[
-            "depth"
-        ]
-
-    def make_op(spec):
-        w = spec["width"]
-        if spec["op"] == "stem":
-            return nn.Sequential(nn.Unflatten(1, (1, -1)), nn.Conv1d(1, w, 8, stride=8)), torch.randn(1, 800)
-        return nn.Conv1d(w, w, 3, padding=1), torch.randn(1, w, 100)
-
-    return build_model, layer_specs, make_op, built
-
-
-def test_cost_model_macs_energy_and_cache():
-    build_model, layer_specs, make_op, built = _toy_space()
-    model = CostModel("pixel3", latency="none", build_model=build_model, num_samples=800)
-    arch = {"width": 4, "depth": 2}
-    cost = model.cost(arch)
-    # stem: 100 x 4 x 1 x 8 = 3200; each conv: 100 x 4 x 4 x 3 = 4800
-    assert cost["macs"] == 3200 + 2 * 4800
-    assert cost["latency_ms"] is None
-    expected = report_energy(cost["macs"], load_profile("pixel3"))
-    assert cost["energy_mj"] == pytest.approx(expected.energy_mj_per_inference)
-    assert cost["avg_power_mw"] == pytest.approx(expected.avg_power_mw)
-    assert set(cost) == {"macs", "params", "latency_ms", "device_latency_ms", "energy_mj", "avg_power_mw"}
-    assert model.cost({"depth": 2, "width": 4}) == cost  # key order does not matter
-    assert len(built) == 1
-    assert model.get_efficiency(arch, "macs") == cost["macs"]
-    with pytest.raises(ValueError, match="latency_ms"):
-        model.get_efficiency(arch, "latency_ms")
-
-
-def test_cost_model_lut_and_measure_modes():
-    build_model, layer_specs, make_op, _ = _toy_space()
-    lut = LatencyLUT(make_op=make_op, warmup=1, repeats=3)
-    via_lut = CostModel(
-        "host", latency="lut", lut=lut, build_model=build_model, layer_specs=layer_specs, num_samples=800
-    )
-    arch = {"width": 4, "depth": 3}
-    cost = via_lut.cost(arch)
-    assert len(lut) == 2 and cost["latency_ms"] == pytest.approx(lut.predict(layer_specs(arch)))
-    # host profile: device latency is the (predicted) host latency, energy = 3 W x latency
-    assert cost["device_latency_ms"] == pytest.approx(cost["latency_ms"])
-    assert cost["energy_mj"] == pytest.approx(load_profile("host").active_power_w * cost["latency_ms"])
-
-    measured = CostModel(
-        "pixel3", latency="measure", build_model=build_model, num_samples=800, warmup=1, repeats=3
-    )
-    assert measured.cost(arch)["latency_ms"] > 0
-
-
-def test_cost_model_rejects_bad_settings():
-    build_model, *_ = _toy_space()
-    with pytest.raises(ValueError, match="needs a host latency"):
-        CostModel("host", latency="none", build_model=build_model)
-    with pytest.raises(ValueError, match="latency must be one of"):
-        CostModel("pixel3", latency="fast", build_model=build_model)
-
-
-# --------------------------------------------------------------------------------------------------
 # SAM search space (ersam_ssl.models.space)
 
 
@@ -441,23 +319,3 @@ def test_sam_frontend_hand_count():
     # eager LogMel: torch.stft (FFT estimate, 501 frames) + dense mel matmul 201 bins x 64 mels x 501
     report = count_macs(LogMel())
     assert report.macs == stft_macs(400, 501) + mel_filterbank_macs(201, 64, 501)
-
-
-def test_cost_model_defaults_to_the_sam_space():
-    from ersam_ssl.models.space import SAMSpace
-
-    space = SAMSpace()
-    model = CostModel("cortex_a55", latency="none")
-    arch = space.smallest()
-    cost = model.cost(arch)
-    assert cost["macs"] > 0 and cost["params"] > 0 and cost["energy_mj"] > 0
-    # entries past a stage's depth are ignored: the canonical form shares the cache entry
-    noisy = json_copy(arch)
-    noisy["stages"][0]["kernel"][-1] = space.kernels[-1]
-    assert model.cost(noisy) == cost and len(model._cache) == 1
-
-
-def json_copy(obj):
-    import json
-
-    return json.loads(json.dumps(obj))

@@ -20,7 +20,6 @@ from ersam_ssl.nas.nni_space import (  # noqa: E402
     most_likely_sample,
     sample_to_arch,
 )
-from ersam_ssl.nas.search import op_cost_function  # noqa: E402
 from ersam_ssl.nas.supernet import ElasticSAM  # noqa: E402
 
 pytestmark = pytest.mark.nas
@@ -107,7 +106,7 @@ def tables(cost_model) -> dict:
     """Cost tables of every metric (tabulating counts the MACs of every distinct op once)."""
     out = {}
     for metric in ("macs", "avg_power_mw", "latency_ms"):
-        op_cost, constant = op_cost_function(metric, cost_model)
+        op_cost, constant = cost_model.op_cost_function(metric)
         out[metric] = cost_tables(
             TINY, op_cost, constant_offset=constant, num_samples=NUM_SAMPLES, num_classes=4
         )

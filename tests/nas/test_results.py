@@ -1,16 +1,17 @@
+import dataclasses
 import itertools
 import json
 
 import numpy as np
 import pytest
 
-from ersam_ssl.nas.config import BudgetConfig, SearchConfig
-from ersam_ssl.nas.search import (
+from ersam_ssl.nas.config import COST_METRICS, BudgetConfig, SearchConfig
+from ersam_ssl.nas.evaluate import score_of
+from ersam_ssl.nas.results import (
     budget_violations,
     choose,
     pareto_front,
     plot_pareto,
-    score_of,
     write_candidates,
 )
 
@@ -32,6 +33,14 @@ def test_pareto_front_matches_brute_force(seed):
     points = [tuple(p) for p in rng.integers(0, 8, size=(30, 2)).astype(float)]
     assert pareto_front(points) == _brute_force_front(points)
     assert pareto_front([]) == []
+
+
+def test_every_budget_is_one_limit_on_a_cost_metric():
+    budget = BudgetConfig(max_latency_ms=1.0, max_energy_mw=2.0, max_macs=3.0)
+    assert budget.limits() == {"latency_ms": 1.0, "avg_power_mw": 2.0, "macs": 3.0}
+    assert tuple(budget.limits()) == COST_METRICS
+    budget_fields = [f.name for f in dataclasses.fields(BudgetConfig) if f.name.startswith("max_")]
+    assert sorted(budget.limits().values()) == sorted(getattr(budget, f) for f in budget_fields)
 
 
 def test_budget_violations_and_choice():

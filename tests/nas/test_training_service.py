@@ -10,14 +10,10 @@ from ersam_ssl import config as config_io  # noqa: E402
 from ersam_ssl.hw import count_macs  # noqa: E402
 from ersam_ssl.models import build_model  # noqa: E402
 from ersam_ssl.nas.config import BudgetConfig, SearchConfig, StrategyConfig  # noqa: E402
+from ersam_ssl.nas.evaluate import SubnetEvaluator, calibration_indices, feature_batches  # noqa: E402
 from ersam_ssl.nas.nni_space import build_model_space, label_choices, sample_to_arch  # noqa: E402
-from ersam_ssl.nas.search import (  # noqa: E402
-    SubnetEvaluator,
-    calibration_indices,
-    feature_batches,
-    make_cost_model,
-    run_multi_trial,
-)
+from ersam_ssl.nas.search import make_cost_model  # noqa: E402
+from ersam_ssl.nas.strategies import run_multi_trial  # noqa: E402
 from ersam_ssl.nas.supernet import ElasticSAM  # noqa: E402
 
 pytestmark = pytest.mark.nas

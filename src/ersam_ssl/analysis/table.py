@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.fileio import json_default
 
 if TYPE_CHECKING:
     from ersam_ssl.analysis.reader import StreamReport
@@ -153,17 +154,7 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of everything but ``table`` (NaN where a statistic is undefined)."""
         d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "table"}
-        return json.loads(json.dumps(d, default=_json_default))
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+        return json.loads(json.dumps(d, default=json_default))
 
 
 def summarize_windows(table: WindowTable, levels: AmbianceLevels, num_classes: int) -> dict[str, Any]:

@@ -1,18 +1,12 @@
 """Hardware cost accounting: MACs/parameters, measured latency, latency LUTs and device energy.
 
-The NAS search depends only on :class:`CostModel`'s ``cost(arch) -> dict`` (once-for-all style: the search
-needs only an efficiency oracle, Cai et al., ICLR 2020). ERSAM (Li et al., ICASSP 2023) constrains the
+The NAS search depends only on the :class:`CostOracle` protocol (:mod:`ersam_ssl.hw.cost_model`), which
+:class:`CostModel` implements: ``cost(arch) -> dict`` (once-for-all style: the search needs only an
+efficiency oracle, Cai et al., ICLR 2020) and per-op costs for one-shot search. ERSAM (Li et al., ICASSP 2023) constrains the
 search by MACs and reports energy on a Pixel 3; :mod:`ersam_ssl.hw.energy` models that device.
 """
 
 from __future__ import annotations
-
-import json
-from collections.abc import Callable
-from functools import partial
-from typing import Any
-
-from torch import nn
 
 from ersam_ssl.hw.cost import (
     CostReport,
@@ -22,10 +16,10 @@ from ersam_ssl.hw.cost import (
     matmul_macs,
     mel_filterbank_macs,
     register_mac_formula,
-    register_nni_formulas,
     rnn_macs,
     stft_macs,
 )
+from ersam_ssl.hw.cost_model import CostModel, CostOracle, arch_key
 from ersam_ssl.hw.energy import (
     DeviceProfile,
     EnergyReport,
@@ -40,6 +34,7 @@ from ersam_ssl.hw.lut import LatencyLUT, LUTError, lut_error, spec_key
 
 __all__ = [
     "CostModel",
+    "CostOracle",
     "CostReport",
     "arch_key",
     "DeviceProfile",
@@ -60,145 +55,8 @@ __all__ = [
     "measure_torch_latency",
     "mel_filterbank_macs",
     "register_mac_formula",
-    "register_nni_formulas",
     "report_energy",
     "rnn_macs",
     "spec_key",
     "stft_macs",
 ]
-
-_LATENCY_MODES = ("lut", "measure", "none")
-
-
-def arch_key(arch: dict) -> str:
-    """Canonical JSON of an architecture dict (the cache key)."""
-    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
-
-
-class CostModel:
-    """Efficiency oracle for search: ``cost(arch) -> {macs, params, latency_ms, device_latency_ms, energy_mj,
-    avg_power_mw}``, cached per architecture.
-
-    Args:
-        profile: Device profile name or :class:`DeviceProfile` for energy (default: Pixel 3 big core).
-        latency: ``"lut"`` predicts host latency with a :class:`LatencyLUT`, ``"measure"`` builds the model
-            and times it, ``"none"`` skips host latency (``latency_ms`` is None).
-        lut: The LUT for ``latency="lut"``; if None, an empty one that measures ops lazily via ``make_op``.
-        build_model: ``arch -> nn.Module`` taking a waveform ``[1, num_samples]``. Defaults to
-            ``ersam_ssl.models.space.build_model(arch, num_classes=num_classes)``.
-        layer_specs: ``arch -> list of op specs`` for the LUT (default ``models.space.layer_specs`` with
-            ``num_samples`` and ``num_classes``).
-        make_op: ``spec -> (module, example_input)`` for the LUT (default ``models.space.make_op``).
-        canonicalize: ``arch -> arch`` applied before caching, so archs that build the same model share
-            one entry (default: ``SAMSpace().canonical`` when ``build_model`` is the default).
-        num_samples: Waveform length per inference (80000 = 5 s at 16 kHz).
-        period_s, hours: One inference every ``period_s`` seconds, energy reported over ``hours``.
-        threads, warmup, repeats: Host latency measurement settings.
-        fold_bn: Count BatchNorm as folded (0 MACs).
-
-    ``device_latency_ms`` and the energy come from MACs for phone profiles (``latency_model: macs``) and
-    from the host latency for ``latency_model: measured`` profiles (which need ``latency != "none"``).
-    """
-
-    def __init__(
-        self,
-        profile: str | DeviceProfile = "pixel3",
-        latency: str = "lut",
-        lut: LatencyLUT | None = None,
-        *,
-        build_model: Callable[[dict], nn.Module] | None = None,
-        layer_specs: Callable[[dict], list[dict]] | None = None,
-        make_op: Callable[[dict], tuple[nn.Module, Any]] | None = None,
-        canonicalize: Callable[[dict], dict] | None = None,
-        num_samples: int = 80000,
-        num_classes: int = 11,
-        period_s: float = 5.0,
-        hours: float = 12.0,
-        threads: int = 1,
-        warmup: int = 5,
-        repeats: int = 20,
-        fold_bn: bool = True,
-    ) -> None:
-        if latency not in _LATENCY_MODES:
-            raise ValueError(f"latency must be one of {_LATENCY_MODES}, got {latency!r}")
-        self.profile = load_profile(profile) if isinstance(profile, str) else profile
-        if self.profile.latency_model == "measured" and latency == "none":
-            raise ValueError(
-                f"profile {self.profile.name!r} needs a host latency; use latency='lut' or 'measure'"
-            )
-        self.latency = latency
-        self.num_samples = num_samples
-        self.period_s = period_s
-        self.hours = hours
-        self.threads = threads
-        self.warmup = warmup
-        self.repeats = repeats
-        self.fold_bn = fold_bn
-        if build_model is None:
-            build_model = partial(_space("build_model"), num_classes=num_classes)
-            canonicalize = canonicalize or _space("SAMSpace")().canonical
-        self._build_model = build_model
-        self._canonicalize = canonicalize
-        self._layer_specs = layer_specs
-        if latency == "lut":
-            self._layer_specs = layer_specs or partial(
-                _space("layer_specs"), num_samples=num_samples, num_classes=num_classes
-            )
-            if lut is None:
-                lut = LatencyLUT(
-                    make_op=make_op or _space("make_op"), threads=threads, warmup=warmup, repeats=repeats
-                )
-        self.lut = lut
-        self._cache: dict[str, dict[str, Any]] = {}
-
-    def cost(self, arch: dict) -> dict[str, Any]:
-        """Costs of one architecture (a copy of the cached dict)."""
-        if self._canonicalize is not None:
-            arch = self._canonicalize(arch)
-        key = arch_key(arch)
-        if key not in self._cache:
-            self._cache[key] = self._compute(arch)
-        return dict(self._cache[key])
-
-    __call__ = cost
-
-    def get_efficiency(self, arch: dict, metric: str = "energy_mj") -> float:
-        """One number for search (once-for-all's ``get_efficiency``): ``macs``, ``latency_ms``, ``energy_mj``, ..."""
-        value = self.cost(arch)[metric]
-        if value is None:
-            raise ValueError(f"{metric} is not available with latency={self.latency!r}")
-        return float(value)
-
-    def _compute(self, arch: dict) -> dict[str, Any]:
-        model = self._build_model(arch)
-        report = count_macs(model, self.num_samples, fold_bn=self.fold_bn)
-        latency_ms: float | None = None
-        if self.latency == "measure":
-            latency_ms = measure_torch_latency(
-                model, self.num_samples, threads=self.threads, warmup=self.warmup, repeats=self.repeats
-            ).median_ms
-        elif self.latency == "lut":
-            assert self.lut is not None and self._layer_specs is not None
-            latency_ms = self.lut.predict(self._layer_specs(arch))
-        energy = report_energy(
-            report.macs,
-            self.profile,
-            self.period_s,
-            self.hours,
-            measured_latency_ms=latency_ms if self.profile.latency_model == "measured" else None,
-        )
-        return {
-            "macs": report.macs,
-            "params": report.params,
-            "latency_ms": latency_ms,
-            "device_latency_ms": energy.device_latency_ms,
-            "energy_mj": energy.energy_mj_per_inference,
-            "avg_power_mw": energy.avg_power_mw,
-        }
-
-
-def _space(name: str) -> Any:
-    """A function of ``ersam_ssl.models.space`` (imported on first use so ``hw`` does not depend on it)."""
-    from ersam_ssl.models import space
-
-    return getattr(space, name)

@@ -71,7 +71,6 @@ __all__ = [
     "matmul_macs",
     "mel_filterbank_macs",
     "register_mac_formula",
-    "register_nni_formulas",
     "rnn_macs",
     "stft_macs",
 ]
@@ -580,98 +579,3 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
         seen.add(id(p))
         total += p.numel()
     return total
-
-
-_NNI_REGISTERED = False
-
-
-def register_nni_formulas() -> None:
-    """Teach NNI's ``FlopsProfiler`` / ``NumParamsProfiler`` the 1-D audio layers (idempotent).
-
-    NNI 3.0 infers shapes symbolically and ships formulas for 2-D layers only. This registers shape
-    formulas for Conv1d, BatchNorm1d, MaxPool1d/AvgPool1d, AdaptiveAvgPool1d, GRU and LSTM, and FLOPs
-    formulas for GRU and LSTM that follow :func:`rnn_macs` (NNI's ``count_bias`` adds the bias adds).
-    NNI is imported here only, so ``import ersam_ssl`` stays NNI-free.
-    """
-    global _NNI_REGISTERED
-    if _NNI_REGISTERED:
-        return
-    from nni.nas.profiler.pytorch.flops import FlopsResult, register_flops_formula
-    from nni.nas.profiler.pytorch.utils import MutableShape, register_shape_inference_formula
-    from nni.nas.profiler.pytorch.utils._attrs import _getattr
-    from nni.nas.profiler.pytorch.utils.shape_formula import _safe_register_aten_formula, keep_shape_formula
-
-    def _conv1d_shape(module, input):
-        shape = list(input.real_shape)
-        (k,), (s,), (d,) = module.kernel_size, module.stride, module.dilation
-        length = shape[-1]
-        if module.padding == "same":
-            out = length
-        elif module.padding == "valid":
-            out = (length - d * (k - 1) - 1) // s + 1
-        else:
-            out = (length + 2 * module.padding[0] - d * (k - 1) - 1) // s + 1
-        shape[-2], shape[-1] = _getattr(module, "out_channels"), out
-        return MutableShape(*shape)
-
-    def _pool1d_shape(module, input):
-        shape = list(input.real_shape)
-        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
-        s = module.stride if isinstance(module.stride, int) else (module.stride or (k,))[0]
-        p = module.padding if isinstance(module.padding, int) else module.padding[0]
-        d = getattr(module, "dilation", 1)
-        d = d if isinstance(d, int) else d[0]
-        shape[-1] = (shape[-1] + 2 * p - d * (k - 1) - 1) // s + 1
-        return MutableShape(*shape)
-
-    def _adaptive_pool1d_shape(module, input):
-        shape = list(input.real_shape)
-        size = module.output_size if isinstance(module.output_size, int) else module.output_size[0]
-        shape[-1] = shape[-1] if size is None else size
-        return MutableShape(*shape)
-
-    def _rnn_shape(module, input, hx=None):
-        shape = list(input.real_shape)
-        dirs = 2 if module.bidirectional else 1
-        out_size = getattr(module, "proj_size", 0) or module.hidden_size
-        out = MutableShape(*shape[:-1], dirs * out_size)
-        batch = [] if len(shape) == 2 else [shape[0] if module.batch_first else shape[1]]
-        h_n = MutableShape(dirs * module.num_layers, *batch, out_size)
-        if module.mode == "LSTM":
-            return out, (h_n, MutableShape(dirs * module.num_layers, *batch, module.hidden_size))
-        return out, h_n
-
-    def _rnn_flops(module, input, output, count_bias=True):
-        x = input[0]
-        seq_len = x[0] if (len(x) == 2 or not module.batch_first) else x[1]
-        macs = rnn_macs(
-            module.mode,
-            module.input_size,
-            module.hidden_size,
-            1,
-            num_layers=module.num_layers,
-            bidirectional=module.bidirectional,
-            proj_size=getattr(module, "proj_size", 0),
-        )
-        gates = {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
-        dirs = 2 if module.bidirectional else 1
-        if count_bias and module.bias:
-            macs += 2 * gates * module.hidden_size * dirs * module.num_layers
-        params = sum(p.numel() for p in module.parameters())
-        return FlopsResult(seq_len * macs, params)
-
-    def _transpose_shape(fn, input, dim0, dim1, **kwargs):
-        shape = list(input.real_shape)
-        shape[dim0], shape[dim1] = shape[dim1], shape[dim0]
-        return MutableShape(*shape)
-
-    _safe_register_aten_formula("transpose.int", _transpose_shape)
-    register_shape_inference_formula(nn.Conv1d, _conv1d_shape)
-    register_shape_inference_formula(nn.BatchNorm1d, keep_shape_formula)
-    for pool in (nn.MaxPool1d, nn.AvgPool1d):
-        register_shape_inference_formula(pool, _pool1d_shape)
-    register_shape_inference_formula(nn.AdaptiveAvgPool1d, _adaptive_pool1d_shape)
-    for rnn in (nn.GRU, nn.LSTM):
-        register_shape_inference_formula(rnn, _rnn_shape)
-        register_flops_formula(rnn, _rnn_flops)
-    _NNI_REGISTERED = True

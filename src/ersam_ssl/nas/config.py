@@ -25,7 +25,6 @@ from ersam_ssl.models import SAMSpace
 from ersam_ssl.trainer import TrainerConfig
 
 STRATEGIES = ("evolution", "random", "proxyless")
-COST_METRICS = ("latency_ms", "avg_power_mw", "macs")
 TRAINING_SERVICES = ("sequential", "local", "remote")
 # The fields of NNI's RemoteMachineConfig (kept here: this module must not import NNI).
 MACHINE_KEYS = (
@@ -107,11 +106,22 @@ class BudgetConfig:
     warmup: int = 3
     repeats: int = 10
 
+    def limits(self) -> dict[str, float | None]:
+        """``{cost metric: budget}`` (``None``: unconstrained); metrics are keys of ``CostModel.cost``.
+
+        The one place that says which cost each budget limits.
+        """
+        return {"latency_ms": self.max_latency_ms, "avg_power_mw": self.max_energy_mw, "macs": self.max_macs}
+
     def validate(self) -> None:
         if self.latency not in ("lut", "measure", "none"):
             raise ValueError(f"budget.latency={self.latency!r}: choose lut, measure or none")
         if self.max_latency_ms is not None and self.latency == "none":
             raise ValueError("budget.max_latency_ms needs budget.latency=lut or measure")
+
+
+# The costs a budget can limit (and the proxyless penalty can use), in BudgetConfig.limits' order.
+COST_METRICS = tuple(BudgetConfig().limits())
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Multi-trial search on NNI's ``local`` or ``remote`` training service: trials in separate processes.
 
-The sequential engine (:func:`ersam_ssl.nas.search.run_multi_trial`) evaluates members in this process with
+The sequential engine (:func:`ersam_ssl.nas.strategies.run_multi_trial`) evaluates members in this process with
 a closure over the supernet and the cached feature batches. A trial process of the NNI manager sees none of
 that: it receives the NNI trial parameters (the frozen sample and the evaluator's small arguments; the
 manager's payload limit is about 64 KB). So the main process first writes the trial inputs
 (:func:`write_trial_inputs`: supernet weights, BatchNorm-calibration and validation feature batches,
-scoring settings), every trial rebuilds the same :class:`~ersam_ssl.nas.search.SubnetEvaluator` from them
+scoring settings), every trial rebuilds the same :class:`~ersam_ssl.nas.evaluate.SubnetEvaluator` from them
 (:func:`load_trial_evaluator`) and reports ``{"default": score, **metrics}``
 (:func:`evaluate_trial`), and the main process collects the reports from the NNI manager
 (:func:`run_on_training_service`). The metrics are those of the sequential engine for the same member.
@@ -25,7 +25,7 @@ or 300 MB there (``.nniignore`` excludes files): start a remote search from a sm
 
 The NNI manager's experiment manifest (which NNI keeps in ``~/nni-experiments``) is kept in the run's NNI
 folder, ``<out_dir>/nni/nni-experiments/.experiment``, so a run writes only into its own output folder.
-This module imports NNI; :mod:`ersam_ssl.nas.search` imports it only when a training service is used.
+This module imports NNI; :mod:`ersam_ssl.nas.strategies` imports it only when a training service is used.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from nni.nas.nn.pytorch import ModelSpace
 from ersam_ssl.checkpoint import atomic_torch_save
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.nas.config import StrategyConfig
+from ersam_ssl.nas.evaluate import SubnetEvaluator
 from ersam_ssl.nas.nni_space import sample_to_arch
-from ersam_ssl.nas.search import SubnetEvaluator
 from ersam_ssl.nas.supernet import ElasticSAM
 
 log = logging.getLogger(__name__)
