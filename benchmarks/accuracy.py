@@ -166,6 +166,11 @@ def run_id(method: str, model: str, train: str, seed: int, steps: int, variant: 
     return f"{method}-{model}-{train}-s{seed}-{steps}" + (f"-{variant}" if variant else "")
 
 
+def train_method(args: argparse.Namespace) -> str:
+    """What a training run of these arguments is: distillation from ``--distill-from`` or mixture supervision."""
+    return "stream-distill" if args.distill_from else "mixture"
+
+
 def teacher_of(args: argparse.Namespace, engine: DataEngine, seed: int):
     """The finished run ``--distill-from`` names (its final snapshot), or None."""
     if not args.distill_from:
@@ -182,7 +187,7 @@ def teacher_of(args: argparse.Namespace, engine: DataEngine, seed: int):
 
 
 def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed: int) -> dict:
-    method = "stream-distill" if args.distill_from else "mixture"
+    method = train_method(args)
     rid = run_id(method, model_name, train, seed, args.steps, args.variant)
     work = Path(args.work_dir) / rid
     work.mkdir(parents=True, exist_ok=True)
@@ -258,9 +263,7 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
     source = Path(args.work_dir) / source_id / f"step{args.steps:06d}.pt"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: run the source model first (same --steps, --models, --train)")
-    rid = f"adapt-{method}-{model_name}-{train}-s{seed}-{args.adapt_steps}" + (
-        f"-{args.variant}" if args.variant else ""
-    )
+    rid = run_id(f"adapt-{method}", model_name, train, seed, args.adapt_steps, args.variant)
     work = Path(args.work_dir) / rid
     work.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True)
@@ -446,17 +449,12 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (int(s) for s in a.seeds.split(",")):
         for model in a.models.split(","):
             for train in a.train.split(","):
-                kind = "stream-distill" if a.distill_from else "mixture"
-                jobs = [(run_id(kind, model, train, seed, a.steps, a.variant), None)]
+                jobs = [(run_id(train_method(a), model, train, seed, a.steps, a.variant), None)]
                 if a.eval_model:
                     jobs = [(f"eval-{a.name}-s{seed}", "eval")]
                 elif a.adapt:
                     jobs = [
-                        (
-                            f"adapt-{m}-{model}-{train}-s{seed}-{a.adapt_steps}"
-                            + (f"-{a.variant}" if a.variant else ""),
-                            m,
-                        )
+                        (run_id(f"adapt-{m}", model, train, seed, a.adapt_steps, a.variant), m)
                         for m in a.adapt_methods.split(",")
                     ]
                 for rid, method in jobs:
