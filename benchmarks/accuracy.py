@@ -118,7 +118,12 @@ def test_sets(engine: DataEngine, corpus: str, per_count: int) -> dict[str, Mixt
     return {d: engine.domain_set("test", d, n, speakers=spk).precompute() for d in DOMAINS}
 
 
-def new_model(name: str, num_classes: int, engine: DataEngine, seed: int):
+def space_of(overrides: dict | None) -> SAMSpace:
+    """The SAM space of a run: :class:`SAMSpace` defaults with ``--space`` overrides (e.g. a wider stem)."""
+    return SAMSpace(**(overrides or {}))
+
+
+def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space: dict | None = None):
     torch.manual_seed(seed)
     if name == "crnn":
         model = create_model("crnn", num_classes=num_classes)
@@ -127,9 +132,9 @@ def new_model(name: str, num_classes: int, engine: DataEngine, seed: int):
         model.fit_normalizer(torch.stack([fit_clips[i][0] for i in range(len(fit_clips))]).split(32))
         return model
     member, _, head = name.partition("@")  # e.g. "default@ordinal": another count head
-    space = SAMSpace()
-    arch = {"default": space.default, "largest": space.largest, "smallest": space.smallest}[member]()
-    return build_model(arch, num_classes=num_classes, head=head or "classify")
+    sam = space_of(space)
+    arch = {"default": sam.default, "largest": sam.largest, "smallest": sam.smallest}[member]()
+    return build_model(arch, num_classes=num_classes, head=head or "classify", space=sam)
 
 
 class Snapshots(pl.Callback):
@@ -180,7 +185,7 @@ def teacher_of(args: argparse.Namespace, engine: DataEngine, seed: int):
         raise ValueError(
             f"--distill-from {args.distill_from} is seed {info['seed']}, not {seed}: same split only"
         )
-    teacher = new_model(info["model"], engine.num_classes, engine, seed)
+    teacher = new_model(info["model"], engine.num_classes, engine, seed, info.get("space"))
     path = Path(args.work_dir) / args.distill_from / f"step{info['steps']:06d}.pt"
     teacher.load_state_dict(torch.load(path, weights_only=True))
     return teacher.eval(), info
@@ -195,7 +200,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     engine = engine_for(args, seed)
     corpora = [c for c in CORPORA if getattr(args, c)]
     train_spk = sorted(s for c in train.split("+") for s in speakers_of(engine, "train", c))
-    model = new_model(model_name, engine.num_classes, engine, seed)
+    model = new_model(model_name, engine.num_classes, engine, seed, args.space)
     spec = SpecAugmentConfig() if args.spec_augment else None
     optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay)
     teacher, teacher_info = teacher_of(args, engine, seed)
@@ -232,7 +237,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     return {
         "run": rid, "method": method, "model": model_name, "train": train, "seed": seed,
         "teacher": None if teacher_info is None else {k: teacher_info[k] for k in ("run", "model", "final")},
-        "variant": args.variant, "spec_augment": None if spec is None else asdict(spec),
+        "variant": args.variant, "space": args.space, "spec_augment": None if spec is None else asdict(spec),
         "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers,
         "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
@@ -269,7 +274,7 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
     pl.seed_everything(seed, workers=True)
     engine = engine_for(args, seed, labels_per_class=args.labels_per_class)
     corpora = [c for c in CORPORA if getattr(args, c)]
-    model = new_model(model_name, engine.num_classes, engine, seed)
+    model = new_model(model_name, engine.num_classes, engine, seed, args.space)
     if method != "few-only":
         model.load_state_dict(torch.load(source, weights_only=True))
     wall = 0.0
@@ -405,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--spec-augment", action="store_true", help="mask mel bands and time spans while training")
     p.add_argument("--variant", default="", help="suffix of the run names (a recipe variant)")
+    p.add_argument("--space", type=json.loads, default=None,
+                   help='SAMSpace overrides as JSON, e.g. \'{"stem_width": 64}\' (name the run with --variant)')  # fmt: skip
     p.add_argument(
         "--distill-from",
         default=None,
@@ -436,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (a.libri or a.ocean or a.synth):
         p.error("give --libri, --ocean and/or --synth")
+    if a.space and not a.variant:
+        p.error("--space needs --variant (the run names must differ from runs in the default space)")
     if a.eval_model and not a.name:
         p.error("--eval-model needs --name")
     if a.eval_model:
