@@ -45,6 +45,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -246,7 +247,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
         "params": sum(p.numel() for p in model.parameters()), "wall_s_this_call": round(wall, 1),
         "train_min": curve[-1]["train_min"], "final": curve[-1]["scores"], "curve": curve,
         "median_baseline_mae": median, "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
     }  # fmt: skip
 
 
@@ -307,7 +308,7 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
         "target_domain": engine.config.labeled_scenario, "wall_s_this_call": round(wall, 1),
         "train_min": round(wall / 60, 3), "final": scores,
         "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
-        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
     }  # fmt: skip
 
 
@@ -326,7 +327,7 @@ def score_model_file(args: argparse.Namespace, seed: int) -> dict:
         "run": rid, "method": f"eval:{args.name}", "model": Path(args.eval_model).name, "train": "-",
         "seed": seed, "steps": 0, "model_file": str(args.eval_model), "train_min": 0.0, "final": scores,
         "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
-        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
     }  # fmt: skip
 
 
