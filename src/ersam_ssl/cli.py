@@ -85,7 +85,8 @@ def run_command(command: Callable[[list[str]], int | None], argv: Sequence[str] 
 def _data_check(args: argparse.Namespace) -> int:
     from ersam_ssl import audio
     from ersam_ssl.data.bank import SpeakerBank
-    from ersam_ssl.data.sources import NoUsableAudioError, Source, detect_source
+    from ersam_ssl.data.catalog import detect_source
+    from ersam_ssl.data.sources import NoUsableAudioError, Source
 
     try:
         src = detect_source(args.path)

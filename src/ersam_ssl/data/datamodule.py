@@ -21,11 +21,12 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from ersam_ssl.config import check_at_least, check_positive
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.bank import SpeakerBank
+from ersam_ssl.data.catalog import open_source
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureDataset, babble_track
 from ersam_ssl.data.sampling import EpochSampler
 from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
-from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source, open_source
+from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source
 from ersam_ssl.data.splits import ALL_LABELS, check_disjoint, label_budget, speaker_splits
 
 log = logging.getLogger(__name__)

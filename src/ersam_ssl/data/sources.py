@@ -11,6 +11,8 @@ Sources:
       evaluation set (Stöter et al., "LibriCount, a dataset for speaker count estimation", Zenodo 2018).
     * :class:`FolderSource` — any folder of audio (speaker = sub-folder) or a ``manifest.csv``.
     * :class:`~ersam_ssl.data.synth.SynthSpeechSource` — the embedded offline default (espeak-ng voices).
+
+Selecting a source by name, and guessing one from a folder, live in :mod:`ersam_ssl.data.catalog`.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ def _audio_files(root: Path, report: ScanReport | None = None) -> list[Path]:
     return [p for p in files if audio.is_audio_file(p)]
 
 
-_LIBRI_NAME = re.compile(r"^(?P<spk>[^-/]+)-(?P<chap>[^-/]+)-(?P<utt>[^-/]+)$")
+#: A LibriSpeech file stem, ``SPEAKER-CHAPTER-UTT``.
+LIBRISPEECH_STEM = re.compile(r"^(?P<spk>[^-/]+)-(?P<chap>[^-/]+)-(?P<utt>[^-/]+)$")
 
 
 def _read_speakers_txt(path: Path) -> dict[str, str]:
@@ -172,7 +175,7 @@ class LibriSpeechSource(Source):
         utts: list[Utterance] = []
         for path in _audio_files(root, report):
             rel = path.relative_to(root).parts
-            m = _LIBRI_NAME.match(path.stem)
+            m = LIBRISPEECH_STEM.match(path.stem)
             if len(rel) < 3 or m is None or rel[-3] != m["spk"] or rel[-2] != m["chap"]:
                 report.n_files += 1
                 report.add_bad(path, "not in LibriSpeech layout SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT")
@@ -194,7 +197,8 @@ class LibriSpeechSource(Source):
         super().__init__(utts, report)
 
 
-_COUNT_NAME = re.compile(r"^(?P<k>\d+)_")
+#: A LibriCount file name, ``{k}_...`` with ``k`` the speaker count.
+LIBRICOUNT_NAME = re.compile(r"^(?P<k>\d+)_")
 
 
 @SOURCES.register("libricount")
@@ -215,7 +219,7 @@ class LibriCountSource(Source):
         report = ScanReport()
         utts: list[Utterance] = []
         for path in _audio_files(root, report):
-            m = _COUNT_NAME.match(path.name)
+            m = LIBRICOUNT_NAME.match(path.name)
             if m is None:
                 report.n_files += 1
                 report.add_bad(path, "name does not start with '<count>_'")
@@ -332,30 +336,3 @@ class CombinedSource(Source):
     @staticmethod
     def corpus_of(speaker: str) -> str:
         return speaker.split("/", 1)[0]
-
-
-def open_source(kind: str, root: str | Path | None = None, **kwargs) -> Source:
-    """Create a source by registry name (``synth``, ``librispeech``, ``libricount``, ``folder``)."""
-    import ersam_ssl.data.synth  # noqa: F401  (registers "synth")
-
-    if kind == "synth":
-        return SOURCES.get(kind)(**kwargs) if root is None else SOURCES.get(kind)(root=root, **kwargs)
-    if root is None:
-        raise ValueError(f"source {kind!r} needs a root path")
-    return SOURCES.get(kind)(root, **kwargs)
-
-
-def detect_source(root: str | Path) -> Source:
-    """Guess the layout of ``root`` (LibriSpeech, LibriCount, manifest or plain folder) and open it."""
-    root = Path(root)
-    if root.is_file():
-        return FolderSource(root)
-    files = _audio_files(root)[:200]
-    if files and all(_COUNT_NAME.match(p.name) for p in files):
-        return LibriCountSource(root)
-    if files and sum(bool(_LIBRI_NAME.match(p.stem)) for p in files) > 0.8 * len(files):
-        try:
-            return LibriSpeechSource(root)
-        except FileNotFoundError:
-            pass
-    return FolderSource(root)
