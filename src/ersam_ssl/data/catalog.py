@@ -2,7 +2,8 @@
 
 Importing this module registers every built-in source in :data:`~ersam_ssl.data.sources.SOURCES` (those
 of :mod:`ersam_ssl.data.sources` and the synthesized corpus of :mod:`ersam_ssl.data.synth`), so the
-sources themselves need no import-for-registration.
+sources themselves need no import-for-registration. Configs and the command line take their choices from
+:func:`pool_source_names`; a source registered in the file that defines it is valid there at once.
 """
 
 from __future__ import annotations
@@ -23,18 +24,19 @@ from ersam_ssl.data.sources import (
 )
 
 
+def pool_source_names() -> list[str]:
+    """Registered sources of single-speaker speech: the valid ``DataConfig.source`` values (sorted)."""
+    return [name for name in SOURCES if SOURCES.get(name).speaker_pool]
+
+
 def open_source(kind: str, root: str | Path | None = None, **options: Any) -> Source:
     """Open the source registered as ``kind`` (e.g. ``synth``, ``librispeech``, ``libricount``, ``folder``).
 
     Raises:
         KeyError: no source is registered as ``kind``.
-        ValueError: ``root`` is missing and the source needs one (all but ``synth``).
+        ValueError: ``root`` is missing and the source needs one.
     """
-    if kind == "synth":
-        return SOURCES.get(kind)(**options) if root is None else SOURCES.get(kind)(root=root, **options)
-    if root is None:
-        raise ValueError(f"source {kind!r} needs a root path")
-    return SOURCES.get(kind)(root, **options)
+    return SOURCES.get(kind).open(root, **options)
 
 
 def detect_source(root: str | Path) -> Source:

@@ -12,7 +12,12 @@ Sources:
     * :class:`FolderSource` — any folder of audio (speaker = sub-folder) or a ``manifest.csv``.
     * :class:`~ersam_ssl.data.synth.SynthSpeechSource` — the embedded offline default (espeak-ng voices).
 
-Selecting a source by name, and guessing one from a folder, live in :mod:`ersam_ssl.data.catalog`.
+A source is added in the file that defines it: ``@SOURCES.register(name)`` on a :class:`Source` subclass
+whose constructor takes ``root=`` (the corpus path) and keyword options. :meth:`Source.open` builds any of
+them the same way, :meth:`Source.config_options` reads its options from a
+:class:`~ersam_ssl.data.datamodule.DataConfig`, and the class attributes ``needs_root`` and
+``speaker_pool`` tell configs and the command line how it may be used. Selecting a source by name, and
+guessing one from a folder, live in :mod:`ersam_ssl.data.catalog`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ersam_ssl import audio
 from ersam_ssl.registry import Registry
@@ -77,10 +83,34 @@ class Source:
     """Base of all sources: a list of utterances plus the report of skipped files."""
 
     name = "source"
+    #: Whether opening needs a corpus root; ``False`` when the source makes or finds its own audio.
+    needs_root: ClassVar[bool] = True
+    #: Whether its utterances are single-speaker speech that mixtures can be made of (``False`` for
+    #: labeled mixtures such as LibriCount), i.e. whether it can be a DataConfig's ``source``.
+    speaker_pool: ClassVar[bool] = True
 
     def __init__(self, utterances: Sequence[Utterance], report: ScanReport) -> None:
         self.utterances: list[Utterance] = list(utterances)
         self.report = report
+
+    @classmethod
+    def open(cls, root: str | Path | None = None, **options: Any) -> Source:
+        """Build the source from its root (if any) and its keyword options, the same way for every source.
+
+        Raises:
+            ValueError: ``root`` is missing and the source ``needs_root``.
+        """
+        if root is None:
+            if cls.needs_root:
+                raise ValueError(f"source {cls.name!r} needs a root path")
+            return cls(**options)
+        return cls(root=root, **options)
+
+    @classmethod
+    def config_options(cls, data: Any) -> dict[str, Any]:
+        """The keyword options of :meth:`open` that a :class:`~ersam_ssl.data.datamodule.DataConfig`
+        ``data`` sets for this source (none by default)."""
+        return {}
 
     def speakers(self) -> list[str]:
         return sorted({u.speaker for u in self.utterances})
@@ -196,6 +226,10 @@ class LibriSpeechSource(Source):
             )
         super().__init__(utts, report)
 
+    @classmethod
+    def config_options(cls, data: Any) -> dict[str, Any]:
+        return {"subsets": data.subsets or None}
+
 
 #: A LibriCount file name, ``{k}_...`` with ``k`` the speaker count.
 LIBRICOUNT_NAME = re.compile(r"^(?P<k>\d+)_")
@@ -211,6 +245,7 @@ class LibriCountSource(Source):
     """
 
     name = "libricount"
+    speaker_pool = False
 
     def __init__(self, root: str | Path) -> None:
         root = Path(root)
