@@ -8,6 +8,7 @@ import soundfile as sf
 
 from conftest import SHARED_LIBRISPEECH, tone
 from ersam_ssl import audio
+from ersam_ssl.cli import build_parser
 from ersam_ssl.data import (
     SOURCES,
     DataConfig,
@@ -175,7 +176,9 @@ def test_libricount_source_counts_and_sidecars(tmp_path: Path):
     assert isinstance(detect_source(tmp_path), FolderSource)  # mixed names: not pure LibriCount
 
 
-def test_a_source_registered_where_it_is_defined_is_valid_in_configs(folder_corpus: Path, monkeypatch):
+def test_a_source_registered_where_it_is_defined_is_valid_in_configs_and_the_cli(
+    folder_corpus: Path, tmp_path: Path, monkeypatch
+):
     monkeypatch.setattr(SOURCES, "_items", dict(SOURCES._items))  # the registration ends with the test
 
     @SOURCES.register("toy")
@@ -189,12 +192,17 @@ def test_a_source_registered_where_it_is_defined_is_valid_in_configs(folder_corp
     with pytest.raises(ValueError, match=r"entry 'toy': use synth or folder\|librispeech\|toy:/root$"):
         DataConfig(extra_sources=("toy",)).validate()
     assert isinstance(DataEngine(DataConfig(source="toy", root=str(folder_corpus))).source, ToySource)
+    args = build_parser().parse_args(["data", "make", "--source", "toy", "--out", str(tmp_path), "--n", "1"])
+    assert args.source == "toy"
 
 
-def test_sources_are_chosen_from_the_registry(tmp_path: Path):
+def test_sources_are_chosen_from_the_registry(tmp_path: Path, capsys):
     pool = "folder, librispeech, synth"  # libricount holds labeled mixtures, no speakers to pool
     with pytest.raises(ValueError, match=f"data.source='libricount': choose one of {pool}$"):
         DataConfig(source="libricount", root=str(tmp_path)).validate()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["data", "make", "--source", "libricount", "--out", "x", "--n", "1"])
+    assert "choose from 'folder', 'librispeech', 'synth'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="source 'folder' needs a root path"):
         open_source("folder")
     with pytest.raises(KeyError, match="unknown source 'nope'"):
