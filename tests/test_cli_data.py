@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,13 @@ def test_subcommand_help_reaches_the_subcommands_parser(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_building_the_parser_does_not_load_the_data_package():
+    """``--source`` choices come from the source registry only when needed, so ``ersam-ssl --help``
+    does not wait for the data package (and Lightning) to import."""
+    code = ("import sys; from ersam_ssl.cli import build_parser; "
+            "build_parser().parse_args(['data', 'make', '--out', 'x', '--n', '1']); "
+            "print('ersam_ssl.data' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

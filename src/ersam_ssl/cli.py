@@ -2,8 +2,9 @@
 
 Sub-commands:
     ersam-ssl data check PATH [--decode]        (exit 1 when it finds bad files)
-    ersam-ssl data make --source {synth,librispeech,folder} [--root PATH] --out DIR --n N --max-speakers K
+    ersam-ssl data make [--source SOURCE] [--root PATH] --out DIR --n N --max-speakers K
                         --seed S [--scenario clean|clinical] [--split test]
+                        (SOURCE: a registered speech source, synth by default)
     ersam-ssl analyze RECORDING|FOLDER --model MODEL --out DIR
     ersam-ssl search [--config FILE] [key=value ...]
     ersam-ssl run [--config FILE] [--stages ...] [--resume] [key=value ...]
@@ -18,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 #: Environment variable that, set to anything but ``0``, shows tracebacks instead of one-line errors.
 DEBUG_ENV = "ERSAM_SSL_DEBUG"
@@ -85,7 +86,8 @@ def run_command(command: Callable[[list[str]], int | None], argv: Sequence[str] 
 def _data_check(args: argparse.Namespace) -> int:
     from ersam_ssl import audio
     from ersam_ssl.data.bank import SpeakerBank
-    from ersam_ssl.data.sources import NoUsableAudioError, Source, detect_source
+    from ersam_ssl.data.catalog import detect_source
+    from ersam_ssl.data.sources import NoUsableAudioError, Source
 
     try:
         src = detect_source(args.path)
@@ -127,6 +129,23 @@ def _data_check(args: argparse.Namespace) -> int:
             for b in bad:
                 print(f"  {b.path}: {b.reason}")
     return EXIT_BAD_DATA if bad else 0
+
+
+class _SourceChoices:
+    """The ``--source`` choices: the registered speech sources, looked up only when argparse needs them
+    (a value to check, ``--help``), as importing the registry loads the whole data package."""
+
+    @staticmethod
+    def _names() -> list[str]:
+        from ersam_ssl.data.catalog import pool_source_names
+
+        return pool_source_names()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
 
 
 def _data_make(args: argparse.Namespace) -> int:
@@ -175,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=_data_check)
 
     mk = data.add_parser("make", help="write LibriCount-style mixtures (+ JSON + manifest.csv)")
-    mk.add_argument("--source", choices=["synth", "librispeech", "folder"], default="synth")
+    mk.add_argument("--source", choices=_SourceChoices(), metavar="SOURCE", default="synth",
+                    help="a registered speech source: %(choices)s (default: %(default)s)")  # fmt: skip
     mk.add_argument("--root", default=None)
     mk.add_argument("--out", required=True)
     mk.add_argument("--n", type=int, required=True)

@@ -8,7 +8,19 @@ import soundfile as sf
 
 from conftest import SHARED_LIBRISPEECH, tone
 from ersam_ssl import audio
-from ersam_ssl.data import FolderSource, LibriCountSource, LibriSpeechSource, SpeakerBank, detect_source
+from ersam_ssl.cli import build_parser
+from ersam_ssl.data import (
+    SOURCES,
+    DataConfig,
+    DataEngine,
+    FolderSource,
+    LibriCountSource,
+    LibriSpeechSource,
+    SpeakerBank,
+    SynthSpeechSource,
+    detect_source,
+    open_source,
+)
 
 
 def test_librispeech_layout_speakers_subsets_and_sex(librispeech_tree: Path):
@@ -162,6 +174,43 @@ def test_libricount_source_counts_and_sidecars(tmp_path: Path):
     reasons = {Path(b.path).name: b.reason for b in src.report.bad}
     assert "count" in reasons["nolabel.wav"] and "sidecar" in reasons["2_bad.wav"]
     assert isinstance(detect_source(tmp_path), FolderSource)  # mixed names: not pure LibriCount
+
+
+def test_a_source_registered_where_it_is_defined_is_valid_in_configs_and_the_cli(
+    folder_corpus: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(SOURCES, "_items", dict(SOURCES._items))  # the registration ends with the test
+
+    @SOURCES.register("toy")
+    class ToySource(FolderSource):
+        name = "toy"
+
+    DataConfig(source="toy", root=str(folder_corpus)).validate()
+    DataConfig(extra_sources=(f"toy:{folder_corpus}",)).validate()
+    with pytest.raises(ValueError, match="data.source=toy needs data.root"):
+        DataConfig(source="toy").validate()
+    with pytest.raises(ValueError, match=r"entry 'toy': use synth or folder\|librispeech\|toy:/root$"):
+        DataConfig(extra_sources=("toy",)).validate()
+    assert isinstance(DataEngine(DataConfig(source="toy", root=str(folder_corpus))).source, ToySource)
+    args = build_parser().parse_args(["data", "make", "--source", "toy", "--out", str(tmp_path), "--n", "1"])
+    assert args.source == "toy"
+
+
+def test_sources_are_chosen_from_the_registry(tmp_path: Path, capsys):
+    pool = "folder, librispeech, synth"  # libricount holds labeled mixtures, no speakers to pool
+    with pytest.raises(ValueError, match=f"data.source='libricount': choose one of {pool}$"):
+        DataConfig(source="libricount", root=str(tmp_path)).validate()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["data", "make", "--source", "libricount", "--out", "x", "--n", "1"])
+    assert "choose from 'folder', 'librispeech', 'synth'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="source 'folder' needs a root path"):
+        open_source("folder")
+    with pytest.raises(KeyError, match="unknown source 'nope'"):
+        open_source("nope", tmp_path)
+    options = SynthSpeechSource.config_options(DataConfig(synth_speakers=7, synth_seconds=2.0, synth_seed=3))
+    assert options == {"n_speakers": 7, "seconds_per_speaker": 2.0, "seed": 3}
+    subsets = ("test-clean",)
+    assert LibriSpeechSource.config_options(DataConfig(subsets=subsets)) == {"subsets": subsets}
 
 
 @pytest.mark.skipif(not SHARED_LIBRISPEECH.is_dir(), reason="../shared/data/librispeech-mini not present")

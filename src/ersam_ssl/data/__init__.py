@@ -2,6 +2,7 @@
 
 from ersam_ssl.data.augment import VIEWS, ViewDataset, make_view
 from ersam_ssl.data.bank import SpeakerBank
+from ersam_ssl.data.catalog import detect_source, open_source
 from ersam_ssl.data.datamodule import DataConfig, DataEngine, SAMDataModule
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.data.mixtures import (
@@ -22,8 +23,6 @@ from ersam_ssl.data.sources import (
     ScanReport,
     Source,
     Utterance,
-    detect_source,
-    open_source,
 )
 from ersam_ssl.data.splits import ALL_LABELS, check_disjoint, label_budget, speaker_splits
 from ersam_ssl.data.stream import MixtureStreamDataModule, StreamSampler, stream_dataset

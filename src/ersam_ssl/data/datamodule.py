@@ -21,11 +21,12 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from ersam_ssl.config import check_at_least, check_positive
 from ersam_ssl.data.augment import ViewDataset
 from ersam_ssl.data.bank import SpeakerBank
+from ersam_ssl.data.catalog import pool_source_names
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.data.mixtures import FileCountDataset, MixtureConfig, MixtureDataset, babble_track
 from ersam_ssl.data.sampling import EpochSampler
 from ersam_ssl.data.scenarios import ScenarioRenderer, get_scenario
-from ersam_ssl.data.sources import CombinedSource, LibriCountSource, Source, open_source
+from ersam_ssl.data.sources import SOURCES, CombinedSource, LibriCountSource, Source
 from ersam_ssl.data.splits import ALL_LABELS, check_disjoint, label_budget, speaker_splits
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 #: Test domains every accuracy figure is reported on: LibriCount-style overlapped mixtures in each acoustic
 #: scenario, and clean conversational mixtures (turn-taking; label = speakers active >= min_speech_s).
 TEST_DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
-#: Corpus kinds a DataConfig can open (``source`` and every ``extra_sources`` entry).
-CORPUS_KINDS = ("synth", "librispeech", "folder")
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,10 @@ class DataConfig:
     """Everything that defines the data of a run (defaults: the embedded synthesized corpus).
 
     Attributes:
-        source: ``synth`` (embedded default), ``librispeech`` or ``folder``.
-        root: corpus root for ``librispeech``/``folder`` (e.g. ``/data/LibriSpeech``).
+        source: a registered source of speech (:func:`~ersam_ssl.data.catalog.pool_source_names`):
+            ``synth`` (embedded default), ``librispeech`` or ``folder``.
+        root: corpus root of a source that needs one (e.g. ``/data/LibriSpeech``); optional for ``synth``
+            (its cache folder).
         subsets: LibriSpeech subset folders to read (empty: all found under ``root``).
         subset_splits: ``"subset:split"`` entries pinning whole subsets to a split, e.g.
             ``("test-clean:test",)``; other speakers are split by ``split_fractions``.
@@ -57,7 +58,7 @@ class DataConfig:
         train_scenario / train_conversation_prob: domain and conversational share of the streamed
             mixtures that mixture supervision trains on (:mod:`ersam_ssl.data.stream`); the default
             randomizes every acoustic factor per clip.
-        extra_sources: more corpora mixed into the speaker pool, ``"synth"`` or ``"kind:root"`` (e.g.
+        extra_sources: more corpora mixed into the speaker pool, ``"kind"`` or ``"kind:root"`` (e.g.
             ``"folder:/data/speechocean762"``); speakers are then named ``<corpus>/<speaker>``.
         eval_domains: domains (of :data:`TEST_DOMAINS`) the evaluate stage reports and the search chooses
             its subnet on (validation mixtures of every domain, ``val_size`` in all).
@@ -67,6 +68,8 @@ class DataConfig:
         test_root: optional LibriCount-style folder used as the test set instead of generated mixtures.
         synth_speakers / synth_seconds / synth_seed: the embedded corpus (fixed across run seeds, as a real
             corpus would be; ``seed`` varies splits, mixtures and label budgets).
+
+    A source reads its own options from this config (:meth:`~ersam_ssl.data.sources.Source.config_options`).
     """
 
     source: str = "synth"
@@ -99,16 +102,17 @@ class DataConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.source not in CORPUS_KINDS:
-            raise ValueError(f"data.source={self.source!r}: choose synth, librispeech or folder")
-        if self.source != "synth" and not self.root:
+        kinds = pool_source_names()
+        if self.source not in kinds:
+            raise ValueError(f"data.source={self.source!r}: choose one of {', '.join(kinds)}")
+        if SOURCES.get(self.source).needs_root and not self.root:
             raise ValueError(f"data.source={self.source} needs data.root=/path/to/corpus")
         for entry in self.extra_sources:
-            kind = entry.split(":", 1)[0]
-            if kind not in CORPUS_KINDS or (kind != "synth" and ":" not in entry):
-                raise ValueError(
-                    f"data.extra_sources entry {entry!r}: use 'synth' or 'librispeech|folder:/root'"
-                )
+            kind, _, root = entry.partition(":")
+            if kind not in kinds or (SOURCES.get(kind).needs_root and not root):
+                rooted = [k for k in kinds if SOURCES.get(k).needs_root]
+                forms = [k for k in kinds if k not in rooted] + ["|".join(rooted) + ":/root"]
+                raise ValueError(f"data.extra_sources entry {entry!r}: use {' or '.join(forms)}")
         if self.labels_per_class < ALL_LABELS:
             raise ValueError(
                 f"data.labels_per_class={self.labels_per_class}: give a budget >= 0 per count class, or "
@@ -156,17 +160,8 @@ class DataEngine:
 
     # -- building blocks -------------------------------------------------------------------------
     def _open(self, kind: str, root: str | None) -> Source:
-        cfg = self.config
-        if kind == "synth":
-            return open_source(
-                "synth",
-                n_speakers=cfg.synth_speakers,
-                seconds_per_speaker=cfg.synth_seconds,
-                seed=cfg.synth_seed,
-            )
-        if kind == "librispeech":
-            return open_source("librispeech", root, subsets=cfg.subsets or None)
-        return open_source("folder", root)
+        source = SOURCES.get(kind)
+        return source.open(root, **source.config_options(self.config))
 
     @cached_property
     def source(self) -> Source:
@@ -176,9 +171,10 @@ class DataEngine:
         main = self._open(cfg.source, cfg.root)
         if not cfg.extra_sources:
             return main
-        parts = [main] + [
-            self._open(*(e.split(":", 1) if ":" in e else (e, None))) for e in cfg.extra_sources
-        ]
+        parts = [main]
+        for entry in cfg.extra_sources:
+            kind, _, root = entry.partition(":")
+            parts.append(self._open(kind, root or None))
         return CombinedSource(parts)
 
     @cached_property

@@ -11,6 +11,13 @@ Sources:
       evaluation set (Stöter et al., "LibriCount, a dataset for speaker count estimation", Zenodo 2018).
     * :class:`FolderSource` — any folder of audio (speaker = sub-folder) or a ``manifest.csv``.
     * :class:`~ersam_ssl.data.synth.SynthSpeechSource` — the embedded offline default (espeak-ng voices).
+
+A source is added in the file that defines it: ``@SOURCES.register(name)`` on a :class:`Source` subclass
+whose constructor takes ``root=`` (the corpus path) and keyword options. :meth:`Source.open` builds any of
+them the same way, :meth:`Source.config_options` reads its options from a
+:class:`~ersam_ssl.data.datamodule.DataConfig`, and the class attributes ``needs_root`` and
+``speaker_pool`` tell configs and the command line how it may be used. Selecting a source by name, and
+guessing one from a folder, live in :mod:`ersam_ssl.data.catalog`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ersam_ssl import audio
 from ersam_ssl.registry import Registry
@@ -75,10 +83,34 @@ class Source:
     """Base of all sources: a list of utterances plus the report of skipped files."""
 
     name = "source"
+    #: Whether opening needs a corpus root; ``False`` when the source makes or finds its own audio.
+    needs_root: ClassVar[bool] = True
+    #: Whether its utterances are single-speaker speech that mixtures can be made of (``False`` for
+    #: labeled mixtures such as LibriCount), i.e. whether it can be a DataConfig's ``source``.
+    speaker_pool: ClassVar[bool] = True
 
     def __init__(self, utterances: Sequence[Utterance], report: ScanReport) -> None:
         self.utterances: list[Utterance] = list(utterances)
         self.report = report
+
+    @classmethod
+    def open(cls, root: str | Path | None = None, **options: Any) -> Source:
+        """Build the source from its root (if any) and its keyword options, the same way for every source.
+
+        Raises:
+            ValueError: ``root`` is missing and the source ``needs_root``.
+        """
+        if root is None:
+            if cls.needs_root:
+                raise ValueError(f"source {cls.name!r} needs a root path")
+            return cls(**options)
+        return cls(root=root, **options)
+
+    @classmethod
+    def config_options(cls, data: Any) -> dict[str, Any]:
+        """The keyword options of :meth:`open` that a :class:`~ersam_ssl.data.datamodule.DataConfig`
+        ``data`` sets for this source (none by default)."""
+        return {}
 
     def speakers(self) -> list[str]:
         return sorted({u.speaker for u in self.utterances})
@@ -130,7 +162,8 @@ def _audio_files(root: Path, report: ScanReport | None = None) -> list[Path]:
     return [p for p in files if audio.is_audio_file(p)]
 
 
-_LIBRI_NAME = re.compile(r"^(?P<spk>[^-/]+)-(?P<chap>[^-/]+)-(?P<utt>[^-/]+)$")
+#: A LibriSpeech file stem, ``SPEAKER-CHAPTER-UTT``.
+LIBRISPEECH_STEM = re.compile(r"^(?P<spk>[^-/]+)-(?P<chap>[^-/]+)-(?P<utt>[^-/]+)$")
 
 
 def _read_speakers_txt(path: Path) -> dict[str, str]:
@@ -172,7 +205,7 @@ class LibriSpeechSource(Source):
         utts: list[Utterance] = []
         for path in _audio_files(root, report):
             rel = path.relative_to(root).parts
-            m = _LIBRI_NAME.match(path.stem)
+            m = LIBRISPEECH_STEM.match(path.stem)
             if len(rel) < 3 or m is None or rel[-3] != m["spk"] or rel[-2] != m["chap"]:
                 report.n_files += 1
                 report.add_bad(path, "not in LibriSpeech layout SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT")
@@ -193,8 +226,13 @@ class LibriSpeechSource(Source):
             )
         super().__init__(utts, report)
 
+    @classmethod
+    def config_options(cls, data: Any) -> dict[str, Any]:
+        return {"subsets": data.subsets or None}
 
-_COUNT_NAME = re.compile(r"^(?P<k>\d+)_")
+
+#: A LibriCount file name, ``{k}_...`` with ``k`` the speaker count.
+LIBRICOUNT_NAME = re.compile(r"^(?P<k>\d+)_")
 
 
 @SOURCES.register("libricount")
@@ -207,6 +245,7 @@ class LibriCountSource(Source):
     """
 
     name = "libricount"
+    speaker_pool = False
 
     def __init__(self, root: str | Path) -> None:
         root = Path(root)
@@ -215,7 +254,7 @@ class LibriCountSource(Source):
         report = ScanReport()
         utts: list[Utterance] = []
         for path in _audio_files(root, report):
-            m = _COUNT_NAME.match(path.name)
+            m = LIBRICOUNT_NAME.match(path.name)
             if m is None:
                 report.n_files += 1
                 report.add_bad(path, "name does not start with '<count>_'")
@@ -332,30 +371,3 @@ class CombinedSource(Source):
     @staticmethod
     def corpus_of(speaker: str) -> str:
         return speaker.split("/", 1)[0]
-
-
-def open_source(kind: str, root: str | Path | None = None, **kwargs) -> Source:
-    """Create a source by registry name (``synth``, ``librispeech``, ``libricount``, ``folder``)."""
-    import ersam_ssl.data.synth  # noqa: F401  (registers "synth")
-
-    if kind == "synth":
-        return SOURCES.get(kind)(**kwargs) if root is None else SOURCES.get(kind)(root=root, **kwargs)
-    if root is None:
-        raise ValueError(f"source {kind!r} needs a root path")
-    return SOURCES.get(kind)(root, **kwargs)
-
-
-def detect_source(root: str | Path) -> Source:
-    """Guess the layout of ``root`` (LibriSpeech, LibriCount, manifest or plain folder) and open it."""
-    root = Path(root)
-    if root.is_file():
-        return FolderSource(root)
-    files = _audio_files(root)[:200]
-    if files and all(_COUNT_NAME.match(p.name) for p in files):
-        return LibriCountSource(root)
-    if files and sum(bool(_LIBRI_NAME.match(p.stem)) for p in files) > 0.8 * len(files):
-        try:
-            return LibriSpeechSource(root)
-        except FileNotFoundError:
-            pass
-    return FolderSource(root)

@@ -19,6 +19,7 @@ import random
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -454,6 +455,7 @@ class SynthSpeechSource(LibriSpeechSource):
     """
 
     name = "synth"
+    needs_root = False
 
     def __init__(
         self,
@@ -477,3 +479,8 @@ class SynthSpeechSource(LibriSpeechSource):
                 kept.append(u)
                 have[u.speaker] = have.get(u.speaker, 0.0) + u.duration
         self.utterances = kept
+
+    @classmethod
+    def config_options(cls, data: Any) -> dict[str, Any]:
+        return {"n_speakers": data.synth_speakers, "seconds_per_speaker": data.synth_seconds,
+                "seed": data.synth_seed}  # fmt: skip
