@@ -8,6 +8,10 @@ Modules: ``base`` (the model contract, the ``MODELS`` registry and the factory),
 features), ``heads`` (count heads), ``crnn`` (CountNet), ``blocks`` (the SAM space's building blocks),
 ``space`` (the SAM space, its members and ``build_model``), ``op_specs`` (members as per-op specs for
 hardware cost models), ``slicing`` (weight sharing between members).
+
+A model registers itself where it is defined (``@MODELS.register``). This ``__init__`` imports every
+model module, and Python runs it before any module of the package, so the registry is complete before
+:func:`create_model` can be called; a new model module must be imported here.
 """
 
 from ersam_ssl.models.base import MODELS, CountModel, create_model
