@@ -27,8 +27,8 @@ from ersam_ssl.hw import (
     report_energy,
     spec_key,
 )
+from ersam_ssl.models import SAMSpace, build_model, layer_specs, make_op
 from ersam_ssl.models.crnn import CountNetCRNN
-from ersam_ssl.models.space import SAMSpace, build_model, layer_specs, make_op
 
 
 def cost_table(args: argparse.Namespace) -> None:

@@ -291,13 +291,13 @@ def test_countnet_crnn_hand_count():
 
 
 # --------------------------------------------------------------------------------------------------
-# SAM search space (ersam_ssl.models.space)
+# SAM search space (ersam_ssl.models.space, .op_specs)
 
 
 def test_sam_space_ops_sum_to_the_whole_model():
     import random
 
-    from ersam_ssl.models.space import SAMSpace, build_model, layer_specs, make_op
+    from ersam_ssl.models import SAMSpace, build_model, layer_specs, make_op
 
     space = SAMSpace()
     archs = [space.smallest(), space.largest(), space.sample(random.Random(3))]

@@ -162,7 +162,7 @@ class _Crop(nn.Module):
 
 
 def test_lut_on_sam_space_ops():
-    from ersam_ssl.models.space import SAMSpace, layer_specs, make_op
+    from ersam_ssl.models import SAMSpace, layer_specs, make_op
 
     arch = SAMSpace().smallest()
     specs = [s for s in layer_specs(arch, num_samples=8000) if s["op"] != "frontend"]

@@ -54,11 +54,11 @@ class CostModel:
             and times it, ``"none"`` skips host latency (``latency_ms`` is None).
         lut: The LUT for ``latency="lut"``; if None, an empty one that measures ops lazily via ``make_op``.
         build_model: ``arch -> nn.Module`` taking a waveform ``[1, num_samples]``. Defaults to
-            ``ersam_ssl.models.space.build_model(arch, num_classes=num_classes)``.
-        layer_specs: ``arch -> list of op specs`` for the LUT (default ``models.space.layer_specs`` with
+            ``ersam_ssl.models.build_model(arch, num_classes=num_classes)``.
+        layer_specs: ``arch -> list of op specs`` for the LUT (default ``models.layer_specs`` with
             ``num_samples`` and ``num_classes``).
         make_op: ``spec -> (module, example_input)`` for the LUT and :meth:`op_cost_function` (default
-            ``models.space.make_op``).
+            ``models.make_op``).
         canonicalize: ``arch -> arch`` applied before caching, so archs that build the same model share
             one entry (default: ``SAMSpace().canonical`` when ``build_model`` is the default).
         num_samples: Waveform length per inference (80000 = 5 s at 16 kHz).
@@ -217,7 +217,8 @@ class CostModel:
 
 
 def _space(name: str) -> Any:
-    """A function of ``ersam_ssl.models.space`` (imported on first use so ``hw`` does not depend on it)."""
-    from ersam_ssl.models import space
+    """A name of the SAM space's public API in ``ersam_ssl.models`` (imported on first use so ``hw`` does not
+    depend on it)."""
+    from ersam_ssl import models
 
-    return getattr(space, name)
+    return getattr(models, name)

@@ -2,7 +2,7 @@
 
 Hardware-aware NAS (ProxylessNAS, Cai et al., ICLR 2019; once-for-all, Cai et al., ICLR 2020; ERSAM,
 Li et al., ICASSP 2023) avoids timing every candidate by timing each distinct layer configuration once
-and summing. An op is a JSON-able spec (``{"op": "mbconv", ...}`` from ``models.space.layer_specs``);
+and summing. An op is a JSON-able spec (``{"op": "mbconv", ...}`` from ``models.layer_specs``);
 ``make_op(spec) -> (module, example_input)`` builds it with its real input shape. The sum ignores
 framework overhead between ops and cache effects across them, so absolute errors of 10-30 % are
 common; what search needs is the ranking, which :func:`lut_error` measures (Spearman's rho).

@@ -4,6 +4,10 @@ A :class:`CountModel` is ``frontend`` (waveform → features) → ``backbone`` (
 ``head`` (embedding → raw output). It serialises as a plain JSON dict (:meth:`CountModel.config`) from
 which :meth:`CountModel.from_config` rebuilds the same architecture, in the spirit of asteroid's
 ``serialize()`` / ``from_pretrained()``; weights travel separately as a ``state_dict``.
+
+Models register themselves in :data:`MODELS` where they are defined. The package ``__init__``, which
+Python runs whenever a module of the package is imported, imports every model module, so the registry is
+complete by the time a model is built (no import of the package from here).
 """
 
 from __future__ import annotations
@@ -61,8 +65,6 @@ class CountModel(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> CountModel:
         """Rebuild the architecture described by :meth:`config` (fresh weights)."""
-        import ersam_ssl.models  # noqa: F401  - registers the built-in models
-
         kwargs = dict(config.get("kwargs", {}))
         if config["name"] == "sam":  # model files from before the level_norm option: no normalisation
             kwargs.setdefault("level_norm", "none")
@@ -76,6 +78,4 @@ def create_model(name: str, **kwargs: Any) -> CountModel:
         >>> model = create_model("sam")  # the default architecture of SAMSpace()
         >>> model = create_model("crnn", num_classes=11)
     """
-    import ersam_ssl.models  # noqa: F401  - registers the built-in models
-
     return MODELS.get(name)(**kwargs)

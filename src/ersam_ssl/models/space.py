@@ -17,14 +17,9 @@ inverted-residual blocks (MobileNetV2 / EfficientNet MBConv in 1-D: pointwise ex
 optional squeeze-excitation, linear pointwise projection, residual when shapes match; the first block of a
 stage carries the stage stride) → pooling head → count head.
 
-Weight sharing (once-for-all style; Cai et al., "Once-for-All: Train One Network and Specialize it for
-Efficient Deployment", ICLR 2020): blocks are *static*, and every static block's weights have exactly the
-shape of a slice of the largest block's weights: the centre ``k`` taps of the largest depthwise kernel,
-the first channels of every expanded / width-scaled dimension (incl. squeeze-excitation, BatchNorm running
-statistics, the pooling head and the classifier input), the first ``depth`` blocks of each stage, and per
-gate the first hidden units of the GRU. An expansion of 1 has no expand convolution (as in MobileNetV2):
-the depthwise conv then uses the first ``in_ch`` channels of the largest one. :func:`subnet_state_dict`
-implements that slicing; a supernet must apply the same rules.
+Building blocks: :mod:`ersam_ssl.models.blocks`; the per-op view for hardware cost models:
+:mod:`ersam_ssl.models.op_specs`; weight sharing between members (once-for-all style):
+:mod:`ersam_ssl.models.slicing`.
 """
 
 from __future__ import annotations
@@ -36,23 +31,21 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ersam_ssl.models.base import MODELS, CountModel
-from ersam_ssl.models.frontend import LogMel, num_frames
+from ersam_ssl.models.blocks import ACTIVATIONS, POOL_HEADS, MBConv1d, SAMBackbone, Stem, make_pool
+from ersam_ssl.models.frontend import LogMel
 from ersam_ssl.models.heads import build_head
 
-POOL_HEADS = ("gru", "attention")
-ACTIVATIONS = ("relu6", "hardswish")
 _ARCH_KEYS = ("width_mult", "head", "stages")
 _STAGE_KEYS = ("depth", "kernel", "expand", "se")
 # Pooling heads from fewest to most weights (at equal width): used by smallest()/largest().
 _POOL_HEAD_SIZE_ORDER = ("attention", "gru")
 # The frontend's fixed parameters (16 kHz, 25 ms window, 10 ms hop).
-_SAMPLE_RATE = 16000
-_N_FFT = 400
-_HOP_LENGTH = 160
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
 
 
 @dataclass(frozen=True)
@@ -320,161 +313,21 @@ def plan_blocks(arch: dict, space: SAMSpace) -> tuple[int, list[BlockPlan], int]
     return stem_ch, blocks, pool_dim
 
 
-# -- building blocks ---------------------------------------------------------------------------------
-
-
-def make_activation(name: str) -> nn.Module:
-    if name == "relu6":
-        return nn.ReLU6()
-    if name == "hardswish":
-        return nn.Hardswish()
-    raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
-
-
-class ConvBN1d(nn.Module):
-    """Conv1d (no bias, 'same' padding) → BatchNorm1d → optional activation."""
-
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel: int = 1,
-        stride: int = 1,
-        groups: int = 1,
-        activation: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(in_ch, out_ch, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm1d(out_ch)
-        self.act = make_activation(activation) if activation else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-class Stem(nn.Module):
-    """Learnable per-mel-band BatchNorm (the level-preserving input normalisation) → Conv1d k=3 stride 2."""
-
-    def __init__(self, n_mels: int, out_ch: int, activation: str = "relu6") -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm1d(n_mels)
-        self.conv = ConvBN1d(n_mels, out_ch, kernel=3, stride=2, activation=activation)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.norm(x))
-
-
-class SqueezeExcite1d(nn.Module):
-    """Squeeze-excitation over time (Hu et al., CVPR 2018): channel gates from the time-averaged input."""
-
-    def __init__(self, channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.reduce = nn.Conv1d(channels, squeeze, 1)
-        self.expand = nn.Conv1d(squeeze, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean(dim=-1, keepdim=True)))))
-        return x * gate
-
-
-class MBConv1d(nn.Module):
-    """1-D inverted-residual block (Sandler et al., "MobileNetV2", CVPR 2018; Tan & Le, "EfficientNet",
-    ICML 2019): pointwise expand (skipped when ``expand == 1``) → depthwise conv (carries the stride) →
-    optional squeeze-excitation → linear pointwise projection, plus a residual when shapes match."""
-
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel: int,
-        expand: int,
-        stride: int = 1,
-        se: bool = False,
-        activation: str = "relu6",
-        se_ratio: int = 4,
-    ) -> None:
-        super().__init__()
-        hidden = in_ch * expand
-        self.hidden = hidden
-        self.expand = ConvBN1d(in_ch, hidden, activation=activation) if expand != 1 else None
-        self.dw = ConvBN1d(hidden, hidden, kernel, stride, groups=hidden, activation=activation)
-        self.se = SqueezeExcite1d(hidden, se_squeeze(hidden, se_ratio)) if se else None
-        self.project = ConvBN1d(hidden, out_ch)
-        self.use_residual = stride == 1 and in_ch == out_ch
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.expand(x) if self.expand is not None else x
-        out = self.dw(out)
-        if self.se is not None:
-            out = self.se(out)
-        out = self.project(out)
-        return out + x if self.use_residual else out
-
-
-def se_squeeze(hidden: int, se_ratio: int) -> int:
-    """Squeeze-excitation bottleneck width (monotone in ``hidden``, so slices stay prefixes)."""
-    return max(1, hidden // se_ratio)
-
-
-class GRUPool(nn.Module):
-    """GRU over time, then the mean of its outputs over time → ``[B, dim]``.
-
-    The mean (not the last state) lets every frame contribute count evidence and keeps the output stable
-    across input lengths.
-    """
-
-    def __init__(self, in_ch: int, dim: int) -> None:
-        super().__init__()
-        self.gru = nn.GRU(in_ch, dim, batch_first=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.gru(x.transpose(1, 2))
-        return out.mean(dim=1)
-
-
-class AttentionPool(nn.Module):
-    """Pointwise projection to ``dim``, then a softmax-over-time weighted mean → ``[B, dim]``."""
-
-    def __init__(self, in_ch: int, dim: int, activation: str = "relu6") -> None:
-        super().__init__()
-        self.proj = ConvBN1d(in_ch, dim, activation=activation)
-        self.score = nn.Conv1d(dim, 1, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        values = self.proj(x)
-        weights = torch.softmax(self.score(values), dim=-1)
-        return (values * weights).sum(dim=-1)
-
-
-def make_pool(kind: str, in_ch: int, dim: int, activation: str = "relu6") -> nn.Module:
-    if kind == "gru":
-        return GRUPool(in_ch, dim)
-    if kind == "attention":
-        return AttentionPool(in_ch, dim, activation)
-    raise ValueError(f"unknown pooling head {kind!r}; choose one of {POOL_HEADS}")
-
-
-class SAMBackbone(nn.Module):
-    """Log-mel ``[B, n_mels, frames]`` → embedding ``[B, pool_dim]``: stem → stages → pooling head."""
-
-    def __init__(self, stem: nn.Module, stages: list[list[nn.Module]], pool: nn.Module) -> None:
-        super().__init__()
-        self.stem = stem
-        self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
-        self.pool = pool
-
-    def forward(self, features: Tensor) -> Tensor:
-        x = self.stem(features)
-        for stage in self.stages:
-            for block in stage:
-                x = block(x)
-        return self.pool(x)
+def mbconv_stages(blocks: list[BlockPlan], space: SAMSpace) -> list[list[nn.Module]]:
+    """The :class:`~ersam_ssl.models.blocks.MBConv1d` modules of planned ``blocks``, grouped by stage."""
+    stages: list[list[nn.Module]] = [[] for _ in range(space.num_stages)]
+    for b in blocks:
+        stages[b.stage].append(
+            MBConv1d(b.in_ch, b.out_ch, b.kernel, b.expand, b.stride, b.se, space.activation, space.se_ratio)
+        )
+    return stages
 
 
 # -- models ------------------------------------------------------------------------------------------
 
 
-def _as_space(space: SAMSpace | dict | None) -> SAMSpace:
+def as_space(space: SAMSpace | dict | None) -> SAMSpace:
+    """A :class:`SAMSpace` from a space, its ``to_dict()`` or ``None`` (the default space)."""
     if space is None:
         return SAMSpace()
     if isinstance(space, SAMSpace):
@@ -506,15 +359,11 @@ def build_model(
             files written before this option existed carry no value and are rebuilt with ``"none"``
             (see :meth:`CountModel.from_config`).
     """
-    space = _as_space(space)
+    space = as_space(space)
     arch = space.default() if arch is None else arch
     space.validate(arch)
     stem_ch, blocks, pool_dim = plan_blocks(arch, space)
-    stages: list[list[nn.Module]] = [[] for _ in range(space.num_stages)]
-    for b in blocks:
-        stages[b.stage].append(
-            MBConv1d(b.in_ch, b.out_ch, b.kernel, b.expand, b.stride, b.se, space.activation, space.se_ratio)
-        )
+    stages = mbconv_stages(blocks, space)
     last_ch = blocks[-1].out_ch
     backbone = SAMBackbone(
         Stem(n_mels, stem_ch, space.activation),
@@ -534,237 +383,5 @@ def build_model(
             "level_norm": level_norm,
         },
     }
-    frontend = LogMel(_SAMPLE_RATE, _N_FFT, _HOP_LENGTH, n_mels, level_norm=level_norm)
+    frontend = LogMel(SAMPLE_RATE, N_FFT, HOP_LENGTH, n_mels, level_norm=level_norm)
     return CountModel(frontend, backbone, count_head, pool_dim, config)
-
-
-# -- per-op view for hardware cost models ------------------------------------------------------------
-
-
-def _strided(length: int, stride: int) -> int:
-    """Output length of a 'same'-padded odd-kernel conv: ``ceil(length / stride)``."""
-    return (length + stride - 1) // stride
-
-
-def layer_specs(
-    arch: dict,
-    space: SAMSpace | dict | None = None,
-    n_mels: int = 64,
-    num_samples: int = 80000,
-    num_classes: int = 11,
-    head: str = "classify",
-    level_norm: str = "clip",
-) -> list[dict]:
-    """The model as a sequence of JSON-able op specs, input to output (for per-op latency tables).
-
-    Each spec has ``"op"`` (``frontend``, ``stem``, ``mbconv``, ``pool_head``, ``classifier``), ``"name"``
-    (the module's path in the :class:`CountModel`), the op's hyper-parameters and its input ``"length"``
-    (samples for the frontend, frames otherwise) at batch size 1. :func:`make_op` builds any spec alone.
-    """
-    space = _as_space(space)
-    space.validate(arch)
-    stem_ch, blocks, pool_dim = plan_blocks(arch, space)
-    frames = num_frames(num_samples, _HOP_LENGTH)
-    specs: list[dict] = [
-        {
-            "op": "frontend",
-            "name": "frontend",
-            "kind": "logmel",
-            "sample_rate": _SAMPLE_RATE,
-            "n_fft": _N_FFT,
-            "hop_length": _HOP_LENGTH,
-            "n_mels": n_mels,
-            "level_norm": level_norm,
-            "length": num_samples,
-            "out_length": frames,
-        }
-    ]
-    length = _strided(frames, 2)
-    specs.append(
-        {
-            "op": "stem",
-            "name": "backbone.stem",
-            "in_ch": n_mels,
-            "out_ch": stem_ch,
-            "kernel": 3,
-            "stride": 2,
-            "activation": space.activation,
-            "length": frames,
-            "out_length": length,
-        }
-    )
-    for b in blocks:
-        out_length = _strided(length, b.stride)
-        hidden = b.in_ch * b.expand
-        specs.append(
-            {
-                "op": "mbconv",
-                "name": b.name,
-                "in_ch": b.in_ch,
-                "out_ch": b.out_ch,
-                "hidden": hidden,
-                "kernel": b.kernel,
-                "expand": b.expand,
-                "stride": b.stride,
-                "se": b.se,
-                "se_channels": se_squeeze(hidden, space.se_ratio) if b.se else 0,
-                "residual": b.stride == 1 and b.in_ch == b.out_ch,
-                "activation": space.activation,
-                "se_ratio": space.se_ratio,
-                "length": length,
-                "out_length": out_length,
-            }
-        )
-        length = out_length
-    specs.append(
-        {
-            "op": "pool_head",
-            "name": "backbone.pool",
-            "kind": arch["head"],
-            "in_ch": blocks[-1].out_ch,
-            "dim": pool_dim,
-            "activation": space.activation,
-            "length": length,
-        }
-    )
-    count_head = build_head(head, pool_dim, num_classes)
-    specs.append(
-        {
-            "op": "classifier",
-            "name": "head",
-            "kind": head,
-            "in_dim": pool_dim,
-            "num_classes": num_classes,
-            "out_dim": count_head.out_dim,
-        }
-    )
-    return specs
-
-
-def make_op(spec: dict) -> tuple[nn.Module, Tensor]:
-    """Build the op of a :func:`layer_specs` entry alone, in eval mode, with a random batch-1 input."""
-    op = spec["op"]
-    if op == "frontend":
-        module: nn.Module = LogMel(
-            spec["sample_rate"],
-            spec["n_fft"],
-            spec["hop_length"],
-            spec["n_mels"],
-            level_norm=spec.get("level_norm", "none"),
-        )
-        example = torch.randn(1, spec["length"])
-    elif op == "stem":
-        module = Stem(spec["in_ch"], spec["out_ch"], spec["activation"])
-        example = torch.randn(1, spec["in_ch"], spec["length"])
-    elif op == "mbconv":
-        module = MBConv1d(
-            spec["in_ch"],
-            spec["out_ch"],
-            spec["kernel"],
-            spec["expand"],
-            spec["stride"],
-            spec["se"],
-            spec["activation"],
-            spec["se_ratio"],
-        )
-        example = torch.randn(1, spec["in_ch"], spec["length"])
-    elif op == "pool_head":
-        module = make_pool(spec["kind"], spec["in_ch"], spec["dim"], spec["activation"])
-        example = torch.randn(1, spec["in_ch"], spec["length"])
-    elif op == "classifier":
-        module = build_head(spec["kind"], spec["in_dim"], spec["num_classes"])
-        example = torch.randn(1, spec["in_dim"])
-    else:
-        raise ValueError(f"unknown op {op!r} in spec {spec}")
-    return module.eval(), example
-
-
-# -- weight sharing ----------------------------------------------------------------------------------
-
-_GRU_KEYS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-
-
-def subnet_state_dict(
-    largest_state_dict: dict[str, Tensor],
-    arch: dict,
-    space: SAMSpace | dict | None = None,
-    *,
-    num_classes: int = 11,
-    head: str = "classify",
-    n_mels: int = 64,
-    head_kwargs: dict | None = None,
-) -> dict[str, Tensor]:
-    """Slice the largest model's weights to ``arch`` (see the module docstring for the rules).
-
-    Args:
-        largest_state_dict: state dict of ``build_model(space.largest(), ...)`` (or of a supernet with the
-            same keys). It must hold the weights of ``arch["head"]``'s pooling head; to serve archs of every
-            pooling head, merge in the ``backbone.pool.*`` entries of the largest model built with the other
-            head (their keys differ: ``backbone.pool.gru.*`` vs ``backbone.pool.proj.*``/``score.*``).
-        arch: the target architecture.
-        space, num_classes, head, n_mels, head_kwargs: as for :func:`build_model`; must match the model
-            the weights come from (checked where the shapes tell).
-
-    Returns:
-        A state dict that ``build_model(arch, ...).load_state_dict`` accepts (strictly).
-    """
-    target = build_model(arch, num_classes, head, n_mels, space, head_kwargs).state_dict()
-    sliced: dict[str, Tensor] = {}
-    for key, like in target.items():
-        if key not in largest_state_dict:
-            hint = (
-                " (merge in the largest model with that pooling head)"
-                if key.startswith("backbone.pool.")
-                else ""
-            )
-            raise ValueError(f"largest_state_dict has no entry {key!r} needed by this arch{hint}")
-        sliced[key] = _slice_like(key, largest_state_dict[key], tuple(like.shape))
-    return sliced
-
-
-def _slice_like(key: str, source: Tensor, shape: tuple[int, ...]) -> Tensor:
-    if source.dim() != len(shape):
-        raise ValueError(f"{key}: cannot slice shape {tuple(source.shape)} to {shape}")
-    if not shape:  # e.g. BatchNorm's num_batches_tracked
-        return source.clone()
-    if any(t > s for t, s in zip(shape, source.shape)):
-        raise ValueError(
-            f"{key}: target shape {shape} exceeds the source {tuple(source.shape)}; "
-            "largest_state_dict must come from the largest architecture of the same space"
-        )
-    exact = _exact_dims(key, len(shape))
-    if any(shape[d] != source.shape[d] for d in exact):
-        raise ValueError(
-            f"{key}: shape {tuple(source.shape)} does not match {shape} in dims {exact}; "
-            "n_mels / num_classes / head must equal those of the largest model"
-        )
-    name = key.rsplit(".", 1)[-1]
-    if ".gru." in key and name in _GRU_KEYS:
-        return _slice_gru(source, shape)
-    if key.endswith(".dw.conv.weight"):
-        crop = (source.shape[-1] - shape[-1]) // 2
-        if (source.shape[-1] - shape[-1]) % 2:
-            raise ValueError(f"{key}: cannot centre-crop a {source.shape[-1]}-tap kernel to {shape[-1]} taps")
-        return source[: shape[0], : shape[1], crop : crop + shape[-1]].clone()
-    return source[tuple(slice(0, n) for n in shape)].clone()
-
-
-def _exact_dims(key: str, ndim: int) -> tuple[int, ...]:
-    """Dimensions that are not sliced by width (mel bands, classes) and so must match exactly."""
-    if key.startswith("backbone.stem.norm."):
-        return tuple(range(ndim))
-    if key == "backbone.stem.conv.conv.weight":
-        return (1,)
-    if key.startswith("head."):
-        return tuple(range(ndim - 1)) if ndim >= 2 else tuple(range(ndim))
-    return ()
-
-
-def _slice_gru(source: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """GRU tensors stack the (reset, update, new) gates along dim 0: slice each gate's first units."""
-    hidden, new_hidden = source.shape[0] // 3, shape[0] // 3
-    gates = [source[g * hidden : g * hidden + new_hidden] for g in range(3)]
-    stacked = torch.cat(gates, dim=0)
-    if len(shape) == 2:
-        stacked = stacked[:, : shape[1]]
-    return stacked.clone()

@@ -35,27 +35,13 @@ from ersam_ssl.checkpoint import atomic_torch_save, load_weights
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.losses import entropy_weights, kd_loss
 from ersam_ssl.models import CountModel, SAMSpace, build_model, subnet_state_dict
+from ersam_ssl.models.blocks import ConvBN1d, SAMBackbone, Stem, se_squeeze
 from ersam_ssl.models.frontend import LogMel
 from ersam_ssl.models.heads import build_head
-from ersam_ssl.models.space import (
-    ConvBN1d,
-    MBConv1d,
-    SAMBackbone,
-    Stem,
-    plan_blocks,
-    scale_channels,
-    se_squeeze,
-)
+from ersam_ssl.models.space import as_space, mbconv_stages, plan_blocks, scale_channels
 from ersam_ssl.ssl.base import CounterModule, OptimConfig, OptimizerFactory
 
 SUPERNET_FORMAT = "ersam_ssl.supernet"
-
-
-def as_space(space: SAMSpace | dict | None) -> SAMSpace:
-    """A :class:`SAMSpace` from a space, its ``to_dict()`` or ``None`` (the default space)."""
-    if space is None:
-        return SAMSpace()
-    return space if isinstance(space, SAMSpace) else SAMSpace.from_dict(space)
 
 
 # -- elastic functional ops ------------------------------------------------------------------------
@@ -168,11 +154,7 @@ class ElasticSAM(nn.Module):
         largest = self.space.largest()
         stem_ch, blocks, pool_dim = plan_blocks(largest, self.space)
         act = self.space.activation
-        stages: list[list[nn.Module]] = [[] for _ in range(self.space.num_stages)]
-        for b in blocks:
-            stages[b.stage].append(
-                MBConv1d(b.in_ch, b.out_ch, b.kernel, b.expand, b.stride, b.se, act, self.space.se_ratio)
-            )
+        stages = mbconv_stages(blocks, self.space)
         self.frontend = LogMel(n_mels=n_mels, level_norm=level_norm)
         self.backbone = SAMBackbone(
             Stem(n_mels, stem_ch, act),
