@@ -22,8 +22,6 @@ ACYCLIC = [
     "ersam_ssl.nas",
     "ersam_ssl.ssl",
 ]
-# Packages with a cycle today, closed by an import inside a function; move them to ACYCLIC when it is gone.
-KNOWN_CYCLES = {}
 
 
 def test_find_cycle_finds_one() -> None:
@@ -37,7 +35,7 @@ def test_every_package_with_modules_is_checked_or_listed() -> None:
         for m in pkgutil.iter_modules(ersam_ssl.__path__)
         if m.ispkg and len(import_graph(f"ersam_ssl.{m.name}", lazy=False)) > 1
     }
-    assert packages == set(ACYCLIC) | set(KNOWN_CYCLES)
+    assert packages == set(ACYCLIC)  # every package with modules, so a new one is checked too
 
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["module-level", "with-imports-in-functions"])
@@ -47,10 +45,3 @@ def test_no_import_cycle_within_package(package: str, lazy: bool) -> None:
     # The package's __init__ imports its modules to re-export them; no module may import the package back.
     assert not importers_of_package(graph, package), "import the module, not the package"
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
-
-
-@pytest.mark.parametrize("package", sorted(KNOWN_CYCLES))
-def test_known_cycles_are_still_there(package: str) -> None:
-    """Fails once a listed cycle is gone: then move the package to ACYCLIC so it stays gone."""
-    graph = import_graph(package, lazy=True)
-    assert find_cycle(graph) or importers_of_package(graph, package), KNOWN_CYCLES[package]
