@@ -43,12 +43,8 @@ import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
 # isort: split
 import argparse
 import json
-import logging
-import os
-import shlex
 import sys
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -66,6 +62,8 @@ from ersam_ssl.ssl import DistillConfig, MixtureSupervision, OptimConfig, Stream
 from ersam_ssl.ssl.specaugment import SpecAugmentConfig
 from ersam_ssl.threads import configure_threads
 from ersam_ssl.trainer import TrainerConfig, fit
+
+from common import fit_crnn_normaliser, method_label, quiet_lightning, result_record, write_result
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "accuracy"
@@ -130,8 +128,7 @@ def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space:
         model = create_model("crnn", num_classes=num_classes)
         fit_clips = MixtureDataset(engine.bank, engine.splits["train"], 256, engine.config.mixture,
                                    seed=seed, split="normaliser", scenario=engine.renderer("randomized"))  # fmt: skip
-        model.fit_normalizer(torch.stack([fit_clips[i][0] for i in range(len(fit_clips))]).split(32))
-        return model
+        return fit_crnn_normaliser(model, fit_clips)
     member, _, head = name.partition("@")  # e.g. "default@ordinal": another count head
     sam = space_of(space)
     arch = {"default": sam.default, "largest": sam.largest, "smallest": sam.smallest}[member]()
@@ -246,8 +243,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
         "eval_clips_per_domain": args.eval_per_count * engine.num_classes,
         "params": sum(p.numel() for p in model.parameters()), "wall_s_this_call": round(wall, 1),
         "train_min": curve[-1]["train_min"], "final": curve[-1]["scores"], "curve": curve,
-        "median_baseline_mae": median, "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
+        "median_baseline_mae": median, **result_record("accuracy"),
     }  # fmt: skip
 
 
@@ -308,7 +304,7 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
         "target_domain": engine.config.labeled_scenario, "wall_s_this_call": round(wall, 1),
         "train_min": round(wall / 60, 3), "final": scores,
         "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
-        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
+        **result_record("accuracy"),
     }  # fmt: skip
 
 
@@ -327,7 +323,7 @@ def score_model_file(args: argparse.Namespace, seed: int) -> dict:
         "run": rid, "method": f"eval:{args.name}", "model": Path(args.eval_model).name, "train": "-",
         "seed": seed, "steps": 0, "model_file": str(args.eval_model), "train_min": 0.0, "final": scores,
         "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
-        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:]),
+        **result_record("accuracy"),
     }  # fmt: skip
 
 
@@ -351,11 +347,6 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------ report
 def load_results(folder: Path = RESULTS) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-
-
-def method_label(r: dict) -> str:
-    """The run's method with its recipe variant (``mixture+eqsa``): variants are never averaged together."""
-    return r["method"] + (f"+{r['variant']}" if r.get("variant") else "")
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -450,10 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--eval-model needs --name")
     if a.eval_model:
         a.models, a.train = "-", "-"  # one scoring job per seed
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+    quiet_lightning()
     configure_threads(a.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in a.seeds.split(",")):
@@ -482,9 +470,7 @@ def main(argv: list[str] | None = None) -> None:
                         result = score_model_file(a, seed)
                     else:
                         result = adapt(a, model, train, seed, method)
-                    tmp = dest.with_suffix(".json.part")
-                    tmp.write_text(json.dumps(result, indent=1))
-                    os.replace(tmp, dest)
+                    write_result(dest, result)
                     log(f"wrote {dest}")
     print_table(summarise(load_results(out_dir)))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,37 +25,37 @@ from ersam_ssl import audio
 from ersam_ssl.analysis import VadConfig, analyze_recording, iter_windows, stream_audio, vad_activity
 from ersam_ssl.models import create_model
 
+from common import timed
+
 SEGMENT_S = 5.0
 
 
 def make_recording(path: Path, minutes: float, silence: float, rate: int, seed: int = 0) -> dict:
     from ersam_ssl.data import DataConfig, DataEngine
 
-    t0 = time.perf_counter()
-    engine = DataEngine(DataConfig(num_workers=0))
-    n_segments = int(round(minutes * 60 / SEGMENT_S))
-    rng = np.random.default_rng(seed)
-    silent = rng.random(n_segments) < silence
-    mixtures = engine.mixtures("test", int((~silent).sum()), "clinical", stream="throughput")
-    k = 0
-    with sf.SoundFile(str(path), "w", rate, 1, subtype="PCM_16") as f:
-        for is_silent in silent:
-            if is_silent:
-                x = (1e-4 * rng.standard_normal(int(SEGMENT_S * audio.SAMPLE_RATE))).astype(np.float32)
-            else:
-                x = mixtures.generate(k).audio
-                k += 1
-            f.write(audio.resample(x, audio.SAMPLE_RATE, rate) if rate != audio.SAMPLE_RATE else x)
-    return {"segments": n_segments, "silent": int(silent.sum()), "seconds": time.perf_counter() - t0}
+    with timed() as clock:
+        engine = DataEngine(DataConfig(num_workers=0))
+        n_segments = int(round(minutes * 60 / SEGMENT_S))
+        rng = np.random.default_rng(seed)
+        silent = rng.random(n_segments) < silence
+        mixtures = engine.mixtures("test", int((~silent).sum()), "clinical", stream="throughput")
+        k = 0
+        with sf.SoundFile(str(path), "w", rate, 1, subtype="PCM_16") as f:
+            for is_silent in silent:
+                if is_silent:
+                    x = (1e-4 * rng.standard_normal(int(SEGMENT_S * audio.SAMPLE_RATE))).astype(np.float32)
+                else:
+                    x = mixtures.generate(k).audio
+                    k += 1
+                f.write(audio.resample(x, audio.SAMPLE_RATE, rate) if rate != audio.SAMPLE_RATE else x)
+    return {"segments": n_segments, "silent": int(silent.sum()), "seconds": clock.s}
 
 
 def decode_only(path: Path, batch: int) -> float:
-    t0 = time.perf_counter()
-    n = 0
-    for wb in iter_windows(stream_audio(path), 80000, 80000, 8000, batch):
-        vad_activity(wb.audio, wb.lengths, VadConfig())
-        n += wb.starts.size
-    return time.perf_counter() - t0
+    with timed() as clock:
+        for wb in iter_windows(stream_audio(path), 80000, 80000, 8000, batch):
+            vad_activity(wb.audio, wb.lengths, VadConfig())
+    return clock.s
 
 
 def main() -> None:
@@ -89,10 +88,10 @@ def main() -> None:
         for backend, source in (("pytorch", model), ("onnxruntime", onnx_path)):
             for gating in (True, False):
                 vad = VadConfig(enabled=gating)
-                t0 = time.perf_counter()
-                s = analyze_recording(rec, source, out / f"{name}-{backend}-{gating}", vad=vad,
-                                      batch_size=args.batch, threads=args.threads, plot=False)  # fmt: skip
-                wall = time.perf_counter() - t0
+                with timed() as clock:
+                    s = analyze_recording(rec, source, out / f"{name}-{backend}-{gating}", vad=vad,
+                                          batch_size=args.batch, threads=args.threads, plot=False)  # fmt: skip
+                wall = clock.s
                 rows.append(
                     (name, backend, "on" if gating else "off", s.analysed_windows, s.gated_share, wall)
                 )

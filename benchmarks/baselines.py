@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,30 +40,36 @@ from ersam_ssl.ssl.base import OptimConfig, SupervisedCounter
 from ersam_ssl.ssl.methods import datamodule_for
 from ersam_ssl.trainer import TrainerConfig, fit
 
+from common import (
+    LIBRI_TEST_SUBSETS,
+    Timer,
+    fit_crnn_normaliser,
+    librispeech_config,
+    quiet_lightning,
+    result_record,
+    timed,
+    write_result,
+)
+
 MODELS = ("crnn", "sam")
 LABELS = {"crnn": "CountNet CRNN", "sam": "SAM default"}
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
-    common = dict(labels_per_class=-1, seed=args.seed, batch_size=args.batch, num_workers=args.workers)
+    fields = dict(labels_per_class=-1, seed=args.seed, batch_size=args.batch, num_workers=args.workers)
     if args.test_size:
-        common["test_size"] = args.test_size
+        fields["test_size"] = args.test_size
     if args.root:
-        # Train/val speakers from the training subsets, test speakers from test-other (speaker-disjoint).
-        return DataConfig(source="librispeech", root=args.root, subset_splits=tuple(args.subset_split),
-                          split_fractions=(0.8, 0.15, 0.0, 0.05), **common)  # fmt: skip
-    return DataConfig(**common)
+        return librispeech_config(args.root, args.subset_split, **fields)
+    return DataConfig(**fields)
 
 
 def build_model(name: str, engine: DataEngine, normalizer_clips: int, seed: int):
     pl.seed_everything(seed, workers=True, verbose=False)
     if name == "crnn":
-        model = CountNetCRNN(num_classes=engine.num_classes)
-        pool = engine.pool
-        idx = np.random.default_rng(seed).permutation(len(pool))[:normalizer_clips]
-        waves = torch.stack([pool[int(i)][0] for i in idx])
-        model.fit_normalizer(waves.split(32))
-        return model
+        return fit_crnn_normaliser(
+            CountNetCRNN(num_classes=engine.num_classes), engine.pool, normalizer_clips, seed
+        )
     return create_model(name, num_classes=engine.num_classes)
 
 
@@ -85,12 +88,12 @@ def measure_steps(engine: DataEngine, args: argparse.Namespace) -> dict[str, flo
         opt = torch.optim.AdamW(model.parameters(), lr=lr_of(name, args))
         times = []
         for _ in range(3):
-            t0 = time.perf_counter()
-            loss = model.head.loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
+            with timed() as t:
+                loss = model.head.loss(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            times.append(t.s)
         out[name] = float(np.median(times[1:]))
     return out
 
@@ -103,12 +106,10 @@ def run_model(name: str, engine: DataEngine, args: argparse.Namespace, out: Path
                         num_workers=args.workers)  # fmt: skip
     cfg = TrainerConfig(max_steps=args.steps, checkpoint_every_steps=args.steps, log_every_steps=10,
                         progress_bar=False, limit_val_batches=0.0)  # fmt: skip
-    t0 = time.perf_counter()
-    fit(module, dm, cfg, out / name, name=name, resume=False)
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    metrics = evaluate(model, dm.test_dataloader())
-    eval_s = time.perf_counter() - t0
+    with timed() as train:
+        fit(module, dm, cfg, out / name, name=name, resume=False)
+    with timed() as evaluation:
+        metrics = evaluate(model, dm.test_dataloader())
     plot_confusion(metrics["confusion"], out / f"confusion_{name}.png",
                    title=f"{LABELS[name]}: error {100 * metrics['error_rate']:.1f}%, MAE {metrics['mae']:.2f}")  # fmt: skip
     n = engine.config.mixture.num_samples
@@ -123,9 +124,9 @@ def run_model(name: str, engine: DataEngine, args: argparse.Namespace, out: Path
         "labeled_clips": int(labeled.size),
         "test_clips": len(engine.test),
         "steps": args.steps,
-        "train_s": train_s,
-        "s_per_step": train_s / max(args.steps, 1),
-        "eval_s": eval_s,
+        "train_s": train.s,
+        "s_per_step": train.s / max(args.steps, 1),
+        "eval_s": evaluation.s,
         "error_rate": metrics["error_rate"],
         "mae": metrics["mae"],
         "accuracy": metrics["accuracy"],
@@ -183,22 +184,18 @@ def main() -> None:
     p.add_argument("--measure-only", action="store_true", help="time a training step of each model and exit")
     args = p.parse_args()
     if args.root and args.subset_split is None:
-        args.subset_split = ["test-other:test"]
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export.*")
+        args.subset_split = list(LIBRI_TEST_SUBSETS)
+    quiet_lightning()
     torch.set_num_threads(args.threads)
     load_profile(args.profile)  # fail early on a bad profile name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    t_start = time.perf_counter()
+    clock = Timer()
     engine = DataEngine(data_config(args))
-    t0 = time.perf_counter()
-    summary = engine.summary()
-    data_s = time.perf_counter() - t0
-    print(f"data: {json.dumps(summary)} (built in {data_s:.0f} s)")
+    with timed() as data:
+        summary = engine.summary()
+    print(f"data: {json.dumps(summary)} (built in {data.s:.0f} s)")
     if args.measure_only:
         steps = measure_steps(engine, args)
         for name, s in steps.items():
@@ -215,15 +212,14 @@ def main() -> None:
         print(f"{LABELS[name]}: trained in {r['train_s'] / 60:.1f} min ({r['s_per_step']:.2f} s/step), "
               f"test error {100 * r['error_rate']:.1f}%, MAE {r['mae']:.2f} (eval {r['eval_s']:.0f} s)", flush=True)  # fmt: skip
         rows.append(r)
-    total = time.perf_counter() - t_start
+    total = clock.s
     print(f"\nSame data ({rows[0]['labeled_clips']} labeled clips, {rows[0]['test_clips']} test clips), same budget; "
           f"latency: 1 thread, median of {args.latency_repeats}, 5 s window; energy: {args.profile} model, "
           f"one inference per 5 s, 12 h.\n")  # fmt: skip
     print_table(rows, args.profile)
     print(f"\ntotal wall time {total / 60:.1f} min; confusion matrices and results.json in {out}")
-    settings = {k: v for k, v in vars(args).items()}
-    (out / "results.json").write_text(json.dumps({"settings": settings, "data": summary, "rows": rows,
-                                                  "total_s": total}, indent=1))  # fmt: skip
+    write_result(out / "results.json",
+                 result_record("baselines", settings=vars(args), data=summary, rows=rows, total_s=total))  # fmt: skip
 
 
 if __name__ == "__main__":

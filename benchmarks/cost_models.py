@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from functools import partial
 
 import torch
@@ -29,6 +28,8 @@ from ersam_ssl.hw import (
 )
 from ersam_ssl.models import SAMSpace, build_model, layer_specs, make_op
 from ersam_ssl.models.crnn import CountNetCRNN
+
+from common import timed
 
 
 def cost_table(args: argparse.Namespace) -> None:
@@ -84,10 +85,9 @@ def lut_accuracy(args: argparse.Namespace) -> None:
     train_archs = [space.sample(rng) for _ in range(args.lut_archs)]
     test_archs = [space.sample(rng) for _ in range(args.test_archs)]
 
-    start = time.perf_counter()
-    specs = [spec for arch in train_archs for spec in specs_of(arch)]
-    lut = LatencyLUT.build(specs, make_op, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
-    built_s = time.perf_counter() - start
+    with timed() as build:
+        specs = [spec for arch in train_archs for spec in specs_of(arch)]
+        lut = LatencyLUT.build(specs, make_op, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
     # Ops of the test archs that no training arch contains are measured lazily; count them.
     test_ops = {spec_key(s) for arch in test_archs for s in specs_of(arch)}
     unseen = len(test_ops - set(lut.entries))
@@ -105,7 +105,7 @@ def lut_accuracy(args: argparse.Namespace) -> None:
         repeats=args.repeats,
     )
     print(
-        f"\nLatency LUT: {len(lut)} distinct ops from {args.lut_archs} random archs, built in {built_s:.1f} s; "
+        f"\nLatency LUT: {len(lut)} distinct ops from {args.lut_archs} random archs, built in {build.s:.1f} s; "
         f"{unseen} of the {len(test_ops)} distinct ops of the {args.test_archs} test archs were not in it."
     )
     print(f"{'arch':<5} {'predicted ms':>13} {'measured ms':>12} {'rel. error':>11}")

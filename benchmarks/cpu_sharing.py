@@ -20,8 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from common import result_record, timed, write_result
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("supervised", "simclr", "fixmatch")
@@ -61,13 +62,13 @@ def child(policy: str, threads: int, steps: int) -> dict:
         module.train()
         times = []
         for i in range(steps + 2):
-            t0 = time.perf_counter()
-            loss = module.training_step(batch, i)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            with timed() as step:
+                loss = module.training_step(batch, i)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
             if i >= 2:
-                times.append(time.perf_counter() - t0)
+                times.append(step.s)
         times.sort()
         out[name] = times[len(times) // 2]
     return out
@@ -110,10 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
                 print(f"{policy:8} {threads:>7} {m:11} {row['alone_s']:8.3f} {row['shared_s']:8.3f} "
                       f"{row['slowdown']:8.2f}x")  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"benchmark": "cpu_sharing", "command": "python benchmarks/cpu_sharing.py",
-                                       "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-                                       "steps": a.steps, "rows": rows}, indent=1))  # fmt: skip
+    write_result(a.out, result_record("cpu_sharing", argv, benchmark="cpu_sharing", cpus=os.cpu_count(),
+                                      steps=a.steps, rows=rows))  # fmt: skip
     print(f"wrote {a.out}")
 
 

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 from torch.utils.data import DataLoader
 
+from common import timed
+
 
 def rate(fn, n: int) -> float:
     fn(0)  # warm-up (lazy banks, caches)
-    t0 = time.perf_counter()
-    for i in range(1, n + 1):
-        fn(i)
-    return n / (time.perf_counter() - t0)
+    with timed() as clock:
+        for i in range(1, n + 1):
+            fn(i)
+    return n / clock.s
 
 
 def main() -> None:
@@ -39,10 +40,10 @@ def main() -> None:
 
     from ersam_ssl.data import DataConfig, DataEngine, ViewDataset
 
-    t0 = time.perf_counter()
-    engine = DataEngine(DataConfig(source=args.source, root=args.root, seed=args.seed))
-    bank = engine.bank
-    print(f"corpus: {engine.source.summary()} | bank built in {time.perf_counter() - t0:.1f} s "
+    with timed() as build:
+        engine = DataEngine(DataConfig(source=args.source, root=args.root, seed=args.seed))
+        bank = engine.bank
+    print(f"corpus: {engine.source.summary()} | bank built in {build.s:.1f} s "
           f"({bank.stats().seconds / 3600:.2f} h of speech)")  # fmt: skip
 
     rows = []
@@ -57,9 +58,9 @@ def main() -> None:
     for scenario in ("clean", "clinical"):
         ds = engine.mixtures("train", args.n, scenario)
         loader = DataLoader(ds, batch_size=32, num_workers=args.workers)
-        t0 = time.perf_counter()
-        n = sum(x.shape[0] for x, _ in loader)
-        total = n / (time.perf_counter() - t0)
+        with timed() as clock:
+            n = sum(x.shape[0] for x, _ in loader)
+        total = n / clock.s
         rows.append(
             (f"{scenario} via DataLoader, {args.workers} workers (per core)", total / max(args.workers, 1))
         )

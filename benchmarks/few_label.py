@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
-import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -66,6 +63,8 @@ from ersam_ssl.ssl import (
 )
 from ersam_ssl.trainer import TrainerConfig, make_trainer
 
+from common import Timer, librispeech_config, quiet_lightning, result_record, timed, write_result
+
 SSL_METHODS = ("simclr+finetune", "fixmatch", "simclr+fixmatch")
 EXTRA_METHOD = "fixmatch+mixing"
 
@@ -74,18 +73,9 @@ class PoolDataModule(SAMDataModule):
     """Labeled = the budget's clips; unlabeled = every pool clip (their labels are hidden), as FixMatch does.
 
     Using the whole pool as the unlabeled set keeps it identical across budgets, so the pretrained encoder
-    of a seed can be shared by all budgets. A few-label set is repeated to one pool's length per epoch:
-    with 6-60 clips an epoch would be a single batch, and Lightning's per-epoch overhead (seconds on this
-    machine) would then dominate the run time. Repetition does not change what a step sees (a batch of
-    uniformly shuffled labeled clips).
+    of a seed can be shared by all budgets. (A few-label set is repeated to one pool's length per epoch by
+    ``DataConfig.min_epoch_items``, see :func:`data_config`.)
     """
-
-    def labeled_dataset(self) -> ViewDataset:
-        labeled = self.labeled_indices if self.labeled_indices is not None else self.engine.budget[0]
-        repeats = max(1, -(-len(self.engine.pool) // max(1, len(labeled))))
-        return ViewDataset(
-            self.engine.pool, self.labeled_views or {"x": "weak"}, indices=np.tile(labeled, repeats)
-        )
 
     def unlabeled_dataset(self) -> ViewDataset:
         pool = self.engine.pool
@@ -124,16 +114,18 @@ class Settings:
 
 def data_config(s: Settings, seed: int) -> DataConfig:
     mixture = MixtureConfig(max_speakers=s.max_speakers, duration=s.duration)
-    common = dict(
+    fields = dict(
         seed=seed, mixture=mixture, pool_size=s.pool_size, val_size=s.val_size, test_size=s.test_size,
         labels_per_class=max(s.budgets), batch_size=s.batch_size, unlabeled_batch_size=s.unlabeled_batch_size,
         num_workers=s.workers,
+        # With 6-60 labeled clips an epoch would be a single batch, and Lightning's per-epoch overhead
+        # (seconds on this machine) would dominate the run time: an epoch repeats them to a pool's length
+        # (at least the library's default epoch).
+        min_epoch_items=max(s.pool_size, DataConfig.min_epoch_items),
     )  # fmt: skip
     if s.source == "librispeech":
-        # Train/val speakers from the training subsets, test speakers from test-other (speaker-disjoint).
-        return DataConfig(source="librispeech", root=s.root, subset_splits=("test-other:test",),
-                          split_fractions=(0.8, 0.15, 0.0, 0.05), **common)  # fmt: skip
-    return DataConfig(source=s.source, root=s.root, **common)
+        return librispeech_config(s.root, **fields)
+    return DataConfig(source=s.source, root=s.root, **fields)
 
 
 def new_model(s: Settings, num_classes: int, seed: int):
@@ -185,15 +177,16 @@ class Runner:
 
     def pretrained(self) -> Path:
         if self._pretrained is None:
-            t0 = time.perf_counter()
-            module = ContrastivePretrain.simclr(self.model(), self.s.simclr, self.optim, probe=None)
-            dm = PoolDataModule(self.engine, labeled_views=None, unlabeled_views=module.UNLABELED_VIEWS,
-                                unlabeled_batch_size=self.s.pretrain_batch_size)  # fmt: skip
-            path = self.work / "pretrain" / "checkpoints" / "last.ckpt"
-            if not path.is_file():  # a restarted benchmark reuses the finished pretraining of its work dir
-                train(module, dm, self.s.pretrain_steps, self.work / "pretrain")
+            with timed() as clock:
+                module = ContrastivePretrain.simclr(self.model(), self.s.simclr, self.optim, probe=None)
+                dm = PoolDataModule(self.engine, labeled_views=None, unlabeled_views=module.UNLABELED_VIEWS,
+                                    unlabeled_batch_size=self.s.pretrain_batch_size)  # fmt: skip
+                path = self.work / "pretrain" / "checkpoints" / "last.ckpt"
+                # a restarted benchmark reuses the finished pretraining of its work dir
+                if not path.is_file():
+                    train(module, dm, self.s.pretrain_steps, self.work / "pretrain")
             self._pretrained = path
-            self.pretrain_seconds = time.perf_counter() - t0
+            self.pretrain_seconds = clock.s
         return self._pretrained
 
     def model(self):
@@ -218,14 +211,13 @@ class Runner:
             module = FixMatch(model, optim, config, num_unlabeled=len(self.engine.pool))
         else:
             raise ValueError(f"unknown method {method!r}")
-        t0 = time.perf_counter()
-        dm = self.datamodule(module, labeled)
-        self.runs += 1
-        train(module, dm, s.steps, self.work / f"{self.runs:02d}-{method}-b{budget}")
-        seconds = time.perf_counter() - t0
+        with timed() as clock:
+            dm = self.datamodule(module, labeled)
+            self.runs += 1
+            train(module, dm, s.steps, self.work / f"{self.runs:02d}-{method}-b{budget}")
         result = evaluate(module, dm, self.split)
         return {"method": method, "budget": budget, "seed": self.seed, "error_rate": result["error_rate"],
-                "mae": result["mae"], "train_seconds": seconds, "overrides": overrides or {},
+                "mae": result["mae"], "train_seconds": clock.s, "overrides": overrides or {},
                 "labeled": int(labeled.size)}  # fmt: skip
 
 
@@ -354,11 +346,8 @@ MERGE_KEYS = ("source", "root", "arch", "budgets", "steps", "pretrain_steps", "b
 def main(argv: list[str] | None = None) -> None:
     s, a = parse(argv)
     torch.set_num_threads(s.threads)
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-    started = time.perf_counter()
+    quiet_lightning()
+    clock = Timer()
     if a.merge:
         blobs = [json.loads(Path(p).read_text()) for p in a.merge]
         # The table describes the runs being merged, not this command's defaults; refuse to mix settings.
@@ -382,8 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"settings: {json.dumps(asdict(s), default=str)}\nwork dir: {work}", flush=True)
     if a.tune:
         results = tune(s, work, seed=100, budget=max(s.budgets), methods=a.methods)
-        Path(a.out).write_text(json.dumps({"settings": asdict(s), "tune": results}, indent=1, default=str))
-        print(f"wall time {time.perf_counter() - started:.0f} s")
+        write_result(a.out, result_record("few_label", argv, settings=asdict(s), tune=results))
+        print(f"wall time {clock.s:.0f} s")
         return
 
     out = Path(a.out)
@@ -394,9 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["seed"], r["method"], r["budget"]) for r in results}
 
     def save(wall: float | None = None, rows: list | None = None) -> None:
-        blob = {"settings": asdict(s), "results": results, "summary": rows, "pretrain_seconds": pretrain,
-                "wall_seconds": wall}  # fmt: skip
-        out.write_text(json.dumps(blob, indent=1, default=str))
+        write_result(out, result_record("few_label", argv, settings=asdict(s), results=results, summary=rows,
+                                        pretrain_seconds=pretrain, wall_seconds=wall))  # fmt: skip
 
     for seed in s.seeds:
         runner = Runner(s, seed, work)
@@ -417,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
             save()
             print(f"  seed {seed} budget {budget:>3} {method:<16} err {r['error_rate']:.3f} mae {r['mae']:.3f} "
                   f"({r['train_seconds']:.0f} s, {r['labeled']} labeled)", flush=True)  # fmt: skip
-    wall = time.perf_counter() - started
+    wall = clock.s
     rows = summarise(results, s)
     report(s, rows, pretrain, wall)
     save(wall, rows)

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +45,8 @@ from ersam_ssl.nas.config import (
 )
 from ersam_ssl.ssl import FixMatch, OptimConfig, SupervisedCounter, datamodule_for
 from ersam_ssl.trainer import TrainerConfig, fit
+
+from common import fit_crnn_normaliser, quiet_lightning, result_record, timed, write_result
 
 ERSAM_MW_12H = 40.0
 GOALS = {"macs_ratio": 50.0, "latency_ratio": 20.0, "energy_mw": 4.0, "wall_min": 15.0}
@@ -76,9 +75,7 @@ def train_largest(engine: DataEngine, steps: int, out: Path, batch: int, lr: flo
 def train_crnn(engine: DataEngine, steps: int, out: Path, batch: int, lr: float, seed: int) -> CountNetCRNN:
     """CountNet's CRNN, supervised on the labeled budget (its per-bin scaler fitted on pool clips)."""
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = CountNetCRNN(num_classes=engine.num_classes)
-    idx = np.random.default_rng(seed).permutation(len(engine.pool))[:256]
-    model.fit_normalizer(torch.stack([engine.pool[int(i)][0] for i in idx]).split(32))
+    model = fit_crnn_normaliser(CountNetCRNN(num_classes=engine.num_classes), engine.pool, 256, seed)
     module = SupervisedCounter(model, OptimConfig(lr=lr), engine.levels)
     datamodule = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=batch)
     fit(module, datamodule, bench_trainer(steps), out, name="crnn")
@@ -104,11 +101,10 @@ def latencies(models: dict[str, CountModel], onnx: dict[str, Path], num_samples:
 
 def train_and_search(engine: DataEngine, args: argparse.Namespace, out: Path) -> dict:
     """Stage 1: every training run and the search; returns what the report needs (also ``stage1.json``)."""
-    t0 = time.perf_counter()
     method = "fixmatch"
-    init = train_largest(engine, args.pretrain_steps, out / "largest", args.batch, args.lr)
-    pretrain_s = time.perf_counter() - t0
-    print(f"largest member ({method}, {args.pretrain_steps} steps): {pretrain_s / 60:.1f} min", flush=True)
+    with timed() as pretrain:
+        init = train_largest(engine, args.pretrain_steps, out / "largest", args.batch, args.lr)
+    print(f"largest member ({method}, {args.pretrain_steps} steps): {pretrain.s / 60:.1f} min", flush=True)
     cfg = SearchConfig(
         out_dir=str(out / "search"),
         seed=args.seed,
@@ -127,20 +123,19 @@ def train_and_search(engine: DataEngine, args: argparse.Namespace, out: Path) ->
     summary = run_search(cfg, engine)
     print(f"search: {json.dumps(summary['timings_s'])}", flush=True)
     crnn_steps = args.crnn_steps or args.pretrain_steps + args.supernet_steps + args.finetune_steps
-    t0 = time.perf_counter()
-    crnn = train_crnn(engine, crnn_steps, out / "crnn", args.batch, args.lr, args.seed)
-    crnn_s = time.perf_counter() - t0
+    with timed() as crnn_clock:
+        crnn = train_crnn(engine, crnn_steps, out / "crnn", args.batch, args.lr, args.seed)
     test = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=args.batch).test_dataloader()
     crnn_test = {k: v for k, v in evaluate(crnn, test).items() if k in ("mae", "error_rate", "accuracy")}
     stage1 = {
         "method": method,
-        "pretrain_s": pretrain_s,
+        "pretrain_s": pretrain.s,
         "crnn_steps": crnn_steps,
-        "crnn_s": crnn_s,
+        "crnn_s": crnn_clock.s,
         "crnn_test": crnn_test,
         "summary": summary,
     }
-    (out / "stage1.json").write_text(json.dumps(stage1, indent=1, default=str))
+    write_result(out / "stage1.json", stage1)
     return stage1
 
 
@@ -165,10 +160,7 @@ def main() -> None:
         "--remeasure", action="store_true", help="reuse a finished run in --out; measure and report"
     )
     args = p.parse_args()
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export.*")
+    quiet_lightning()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,20 +276,21 @@ def report(engine: DataEngine, stage1: dict, args: argparse.Namespace, out: Path
         f"supernet + search < {GOALS['wall_min']:.0f} min": wall_min < GOALS["wall_min"],
     }
     print("\ngoals: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()))
-    result = {
-        "args": vars(args),
-        "arch": summary["arch"],
-        "latency_ms": lat,
-        "macs": macs,
-        "avg_power_mw": power,
-        "crnn_test": crnn_test,
-        "sam_test": sam_test,
-        "int8_test": int8_test,
-        "variant_test": variant_test,
-        "goals": goals,
-        "timings_s": {**timings, "pretrain_s": stage1["pretrain_s"], "crnn_s": stage1["crnn_s"]},
-    }
-    (out / "bench.json").write_text(json.dumps(result, indent=1, default=str))
+    result = result_record(
+        "nas",
+        args=vars(args),
+        arch=summary["arch"],
+        latency_ms=lat,
+        macs=macs,
+        avg_power_mw=power,
+        crnn_test=crnn_test,
+        sam_test=sam_test,
+        int8_test=int8_test,
+        variant_test=variant_test,
+        goals=goals,
+        timings_s={**timings, "pretrain_s": stage1["pretrain_s"], "crnn_s": stage1["crnn_s"]},
+    )
+    write_result(out / "bench.json", result)
 
 
 if __name__ == "__main__":

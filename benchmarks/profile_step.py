@@ -16,7 +16,6 @@ import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
 # isort: split
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import torch
 
 from ersam_ssl.data import DataConfig, DataEngine, MixtureConfig, stream_dataset
 from ersam_ssl.models import SAMSpace, build_model
+
+from common import result_record, timed, write_result
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,24 +36,24 @@ def profile_data(engine: DataEngine, n: int) -> dict:
     ds.scenario = None
     for i in range(5):
         ds.generate(i)
-    t0 = time.perf_counter()
-    clips = [ds.generate(i) for i in range(10, 10 + n)]
-    mix_s = (time.perf_counter() - t0) / n
+    with timed() as mixing:
+        clips = [ds.generate(i) for i in range(10, 10 + n)]
+    mix_s = mixing.s / n
     parts: dict[str, float] = {}
     cfg = scenario.config
     x = clips[0].audio
     from scipy import signal
 
-    def timed(name: str, fn, reps: int = 30) -> None:
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        parts[name] = (time.perf_counter() - t) / reps
+    def time_part(name: str, fn, reps: int = 30) -> None:
+        with timed() as clock:
+            for _ in range(reps):
+                fn()
+        parts[name] = clock.s / reps
 
-    timed("reverb (one RIR convolution)", lambda: signal.oaconvolve(x, scenario._rirs[0], mode="full"))
+    time_part("reverb (one RIR convolution)", lambda: signal.oaconvolve(x, scenario._rirs[0], mode="full"))
     noise = next(iter(scenario._noise.values()))
-    timed("noise (add a bank slice)", lambda: x + noise[: x.size] * 0.01)
-    timed("device band-limit + soft clip", lambda: np.tanh(signal.sosfilt(scenario._sos[0], x)))
+    time_part("noise (add a bank slice)", lambda: x + noise[: x.size] * 0.01)
+    time_part("device band-limit + soft clip", lambda: np.tanh(signal.sosfilt(scenario._sos[0], x)))
     expected = {
         "mixing": mix_s,
         "reverb": cfg.reverb_prob * parts["reverb (one RIR convolution)"],
@@ -60,10 +61,10 @@ def profile_data(engine: DataEngine, n: int) -> dict:
         "device": cfg.mic_prob * parts["device band-limit + soft clip"],
     }
     ds.scenario = scenario
-    t0 = time.perf_counter()
-    for i in range(10, 10 + n):
-        ds.generate(i)
-    total = (time.perf_counter() - t0) / n
+    with timed() as rendering:
+        for i in range(10, 10 + n):
+            ds.generate(i)
+    total = rendering.s / n
     return {"per_clip_ms": round(1e3 * total, 3), "clips_per_s": round(1 / total, 1),
             "parts_ms": {k: round(1e3 * v, 3) for k, v in expected.items()},
             "part_costs_when_applied_ms": {k: round(1e3 * v, 3) for k, v in parts.items()}}  # fmt: skip
@@ -115,13 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     data = profile_data(engine, a.clips)
     model = profile_model(a.model, 32, a.steps)
     batch_data_ms = 32 * data["per_clip_ms"]
-    result = {"data": data, "model": model, "batch_data_ms": round(batch_data_ms, 1),
-              "data_to_model_ratio": round(batch_data_ms / model["step_ms"], 2),
-              "command": "python benchmarks/profile_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "date": time.strftime("%Y-%m-%d"), "source": a.source}  # fmt: skip
+    result = result_record("profile_step", argv, data=data, model=model, batch_data_ms=round(batch_data_ms, 1),
+                           data_to_model_ratio=round(batch_data_ms / model["step_ms"], 2), source=a.source)  # fmt: skip
     print(json.dumps(result, indent=1))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1))
+    write_result(a.out, result)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import method_label, today, write_result
+
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 BEGIN, END = "<!-- results:begin (benchmarks/readme_table.py) -->", "<!-- results:end -->"
@@ -36,8 +38,7 @@ def accuracy_tables(folder: Path) -> str:
         return ""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        label = r["method"] + (f"+{r['variant']}" if r.get("variant") else "")  # variants never averaged
-        groups[(label, r["model"], r["train"], r["steps"])].append(r)
+        groups[(method_label(r), r["model"], r["train"], r["steps"])].append(r)
     head = (
         "| method | model | trained on | steps | test speakers | seeds | train min | "
         + " | ".join(f"MAE {SHORT.get(d, d)}" for d in DOMAINS)
@@ -171,14 +172,9 @@ def _domain_maes(domains: dict) -> str:
 
 def record_run(run_dir: Path, command: str) -> Path:
     """Copy a pipeline run's summary (+ command and date) into ``results/pipeline/<run>.json``."""
-    import time
-
     summary = json.loads((run_dir / "summary.json").read_text())
-    summary.update(command=command, date=time.strftime("%Y-%m-%d"))
-    out = HERE / "results" / "pipeline" / f"{run_dir.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1) + "\n")
-    return out
+    summary.update(command=command, date=today())
+    return write_result(HERE / "results" / "pipeline" / f"{run_dir.name}.json", summary)
 
 
 def profile_table(path: Path) -> str:

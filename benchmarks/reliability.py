@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from common import Timer, result_record, write_result
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -202,13 +203,13 @@ class Bench:
         self.debris: list[str] = []
 
     def run(self, kind: str, tool: str, due: str, cmd: list[str]) -> Row:
-        t0 = time.perf_counter()
+        clock = Timer()
         done = subprocess.run(cmd, capture_output=True, text=True, env=self.env, cwd=self.work, timeout=900)
         row = judge(kind, tool, due, classify(tool, done.returncode, done.stderr), done.returncode, done.stdout,
                     done.stderr)  # fmt: skip
         self.rows.append(row)
         if self.verbose:
-            print(f"  {time.perf_counter() - t0:5.1f}s {kind} | {tool} | {row.outcome} ({row.exit}) | {row.stderr}",
+            print(f"  {clock.s:5.1f}s {kind} | {tool} | {row.outcome} ({row.exit}) | {row.stderr}",
                   file=sys.stderr, flush=True)  # fmt: skip
         return row
 
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", default=str(ROOT / "src"),
                    help="the ersam_ssl source tree the commands run (e.g. an older checkout, to compare)")  # fmt: skip
     a = p.parse_args(argv)
-    t0 = time.perf_counter()
+    clock = Timer()
     work = Path(tempfile.mkdtemp(prefix="ersam-reliability-"))
     b = Bench(work, verbose=not a.quiet, src=Path(a.src).resolve())
     models = make_models(work)
@@ -453,15 +454,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(f"\n{kinds} input kinds, {len(rows)} cases: {crashes} crashes, {silent} silent wrong answers, "
           f"{sum(not r.as_due for r in rows)} outcomes other than due, {len(b.debris)} refused commands that "
-          f"left a run folder; {time.perf_counter() - t0:.0f} s")  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({
-        "benchmark": "reliability", "command": "python benchmarks/reliability.py", "date": time.strftime("%Y-%m-%d"),
-        "kinds": kinds, "cases": len(rows), "crashes": crashes, "silent_wrong_answers": silent,
-        "not_as_due": sum(not r.as_due for r in rows), "debris": b.debris, "src": os.path.relpath(a.src, ROOT),
-        "wall_s": round(time.perf_counter() - t0),
-        "rows": [asdict(r) for r in rows],
-    }, indent=1) + "\n")  # fmt: skip
+          f"left a run folder; {clock.s:.0f} s")  # fmt: skip
+    write_result(a.out, result_record(
+        "reliability", argv, benchmark="reliability",
+        kinds=kinds, cases=len(rows), crashes=crashes, silent_wrong_answers=silent,
+        not_as_due=sum(not r.as_due for r in rows), debris=b.debris, src=os.path.relpath(a.src, ROOT),
+        wall_s=round(clock.s), rows=[asdict(r) for r in rows],
+    ))  # fmt: skip
     print(f"wrote {a.out}")
     if not a.keep:
         import shutil

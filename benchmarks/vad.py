@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from common import result_record, timed, write_result
 
 HERE = Path(__file__).resolve().parent
 SR = 16000
@@ -127,11 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        truth = make_recording(tmp / "day.flac", a.per_kind, a.speech)
-        print(
-            f"recording: {len(truth)} segments ({len(truth) * SEG / 60:.1f} min) in {time.perf_counter() - t0:.0f} s"
-        )
+        with timed() as clock:
+            truth = make_recording(tmp / "day.flac", a.per_kind, a.speech)
+        print(f"recording: {len(truth)} segments ({len(truth) * SEG / 60:.1f} min) in {clock.s:.0f} s")
         torch.manual_seed(0)
         model = export_onnx(create_model("sam", num_classes=11), tmp / "sam.onnx")
         kinds = np.array([t["kind"] for t in truth])
@@ -144,22 +144,15 @@ def main(argv: list[str] | None = None) -> None:
                 runs[vad].append(s.real_time_factor)
                 tables[vad] = s.table
                 print(f"  {vad}: {s.real_time_factor:.0f}x real time")
-        result: dict = {
-            "benchmark": "vad",
-            "command": "python benchmarks/vad.py"
-            + (
-                f" --per-kind {a.per_kind} --speech {a.speech}" if (a.per_kind, a.speech) != (40, 120) else ""
-            ),  # fmt: skip
-            "machine": {
-                "cpus": len(__import__("os").sched_getaffinity(0)),
-                "python": platform.python_version(),
-            },
-            "segments": {
-                k: int((kinds == k).sum()) for k in ("music", "noise", "clatter", "speech", "count0")
-            },
-            "speed_x_real_time": {vad: max(v) for vad, v in runs.items()},
-            "speed_runs": runs,
-        }
+        result = result_record(
+            "vad",
+            argv,
+            benchmark="vad",
+            machine={"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+            segments={k: int((kinds == k).sum()) for k in ("music", "noise", "clatter", "speech", "count0")},
+            speed_x_real_time={vad: max(v) for vad, v in runs.items()},
+            speed_runs=runs,
+        )
         for vad, t in tables.items():
             assert len(t) == len(truth)
             per_kind = {}
@@ -195,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             for vad, t in tables.items()
         }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(a.out, result)
     print(
         json.dumps({k: result[k] for k in ("speech_kept", "speech_counted", "speed_x_real_time")}, indent=1)
     )

@@ -48,6 +48,8 @@ CAL_DOMAINS = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "co
 
 def _accuracy_module():
     """benchmarks/accuracy.py: the same engine, model and test sets as the run being shipped."""
+    if str(ROOT / "benchmarks") not in sys.path:  # accuracy.py imports benchmarks/common.py
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("accuracy", ROOT / "benchmarks" / "accuracy.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
