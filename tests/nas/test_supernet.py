@@ -6,9 +6,13 @@ import torch
 from torch import nn
 
 from conftest import tiny_space  # noqa: E402
+from ersam_ssl.losses import entropy_weights, kd_loss
 from ersam_ssl.models import SAMSpace, build_model
+from ersam_ssl.models.heads import ClassificationHead
+from ersam_ssl.nas.config import SearchConfig, SupernetConfig
 from ersam_ssl.nas.supernet import ElasticSAM, SupernetModule, recalibrate_bn
 from ersam_ssl.ssl.base import OptimConfig
+from ersam_ssl.ssl.distill import UNCERTAINTY_POLICIES, DistillConfig
 
 SPACE = SAMSpace()
 
@@ -166,8 +170,6 @@ class _FixedTeacher(nn.Module):
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.logits = nn.Parameter(logits)
-        from ersam_ssl.models.heads import ClassificationHead
-
         self.head = ClassificationHead(1, logits.shape[0])
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
@@ -205,7 +207,7 @@ def test_teacher_distillation_changes_the_loss_and_is_frozen():
     teacher = _FixedTeacher(torch.tensor([5.0] + [0.0] * 10))
     net = ElasticSAM(SPACE)
     plain = SupernetModule(net, num_random_subnets=0)
-    taught = SupernetModule(net, num_random_subnets=0, teacher=teacher, teacher_weight=2.0)
+    taught = SupernetModule(net, num_random_subnets=0, teacher=teacher, distill=DistillConfig(kd_weight=2.0))
     for m in (plain, taught):
         m.log_dict = lambda *a, **kw: None
         m.log = lambda *a, **kw: None
@@ -213,6 +215,73 @@ def test_teacher_distillation_changes_the_loss_and_is_frozen():
     assert taught.training_step(batch, 0) > plain.training_step(batch, 0)
     assert not teacher.logits.requires_grad and not teacher.training
     assert all(not p is teacher.logits for p in taught.trainable_modules())  # noqa: E714
+
+
+class _WaveTeacher(nn.Module):
+    """A teacher whose prediction (and so its certainty) differs from clip to clip; optional dropout."""
+
+    def __init__(self, classes: int = 11, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.proj = nn.Linear(64, classes)
+        self.drop = nn.Dropout(dropout)
+        self.head = ClassificationHead(1, classes)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.drop(30.0 * wave[:, :64]))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DistillConfig(),
+        DistillConfig(temperature=2.0, ce_weight=0.5, kd_weight=3.0, entropy_kind="exp"),
+        DistillConfig(uncertainty="none"),
+        DistillConfig(uncertainty="mc_dropout", mc_samples=3),
+    ],
+    ids=["default", "exp-weights", "none", "mc-dropout"],
+)
+def test_teacher_kd_of_the_largest_member_is_the_distill_policy(cfg: DistillConfig) -> None:
+    """The supernet's teacher term is ssl.distill's: the policy's weights, kd_loss and the config's objective."""
+    torch.manual_seed(0)
+    teacher = _WaveTeacher(dropout=0.3 if cfg.uncertainty == "mc_dropout" else 0.0)
+    net = ElasticSAM(SPACE)
+    module = SupernetModule(net, num_random_subnets=0, teacher=teacher, distill=cfg)
+    logged: dict = {}
+    module.log_dict = lambda d, **kw: logged.update(d)
+    module.log = lambda *a, **kw: None
+    batch = _batch()
+    waves = torch.cat([batch["labeled"]["x"], batch["unlabeled"]["x"]])
+    torch.manual_seed(1)  # the MC-dropout passes draw from the global generator
+    loss = module.training_step(batch, 0)
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        student = net.head.log_probs(net.forward_features(net.frontend(waves), SPACE.largest()))
+        teacher_log_probs = teacher.head.log_probs(teacher(waves))
+        weights = UNCERTAINTY_POLICIES[cfg.uncertainty](teacher, waves, teacher_log_probs, cfg)
+    expected = kd_loss(student, teacher_log_probs, cfg.temperature, weights)
+    torch.testing.assert_close(logged["train/kd_teacher"], expected, rtol=1e-6, atol=0.0)
+    largest = cfg.ce_weight * logged["train/ce_largest"] + cfg.kd_weight * expected
+    smallest = logged["train/ce_children"] + logged["train/kd_children"]  # the sandwich's other member
+    torch.testing.assert_close(loss.detach(), largest + smallest)
+    if cfg == DistillConfig():  # the weighting the supernet had before it used the policies
+        assert weights is not None and weights.std() > 0.01  # a teacher with unequal certainty
+        before = kd_loss(student, teacher_log_probs, 4.0, entropy_weights(teacher_log_probs.exp()))
+        torch.testing.assert_close(logged["train/kd_teacher"], before, rtol=1e-6, atol=0.0)
+
+
+def test_supernet_config_nests_the_distill_config() -> None:
+    assert SupernetConfig().distill == DistillConfig()
+    assert not {"teacher_weight", "teacher_temperature", "uncertainty"} & set(vars(SupernetConfig()))
+    bad = SearchConfig(supernet=SupernetConfig(distill=DistillConfig(uncertainty="variance")))
+    with pytest.raises(ValueError, match=r"^supernet\.distill\.uncertainty='variance'"):
+        bad.validate()
+    with pytest.raises(ValueError, match="mc_dropout.*needs a teacher with dropout"):
+        SupernetModule(
+            ElasticSAM(SPACE), teacher=_WaveTeacher(), distill=DistillConfig(uncertainty="mc_dropout")
+        )
+    with pytest.raises(ValueError, match="teacher counts 5 classes, student 11"):
+        SupernetModule(ElasticSAM(SPACE), teacher=_WaveTeacher(classes=5))
 
 
 def test_supernet_trains_with_lightning_and_resumes(small_engine, tmp_path):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ersam_ssl.data import DataConfig
 from ersam_ssl.models import SAMSpace
+from ersam_ssl.ssl.distill import DistillConfig
 from ersam_ssl.trainer import TrainerConfig
 
 STRATEGIES = ("evolution", "random", "proxyless")
@@ -48,9 +49,11 @@ class SupernetConfig:
     Attributes:
         steps: optimizer steps (0: use the initial weights as they are).
         num_random_subnets: random members per step besides the largest and the smallest.
-        ce_weight / kd_weight / kd_temperature: the members' label loss and in-place distillation.
-        teacher_weight / teacher_temperature / uncertainty: distillation of the largest member from the
-            external teacher (``SearchConfig.teacher``), weighted by the teacher's entropy (ERSAM) or not.
+        ce_weight / kd_weight / kd_temperature: the members' label loss and in-place distillation (from the
+            largest member).
+        distill: distillation of the largest member from the external teacher (``SearchConfig.teacher``):
+            the :class:`~ersam_ssl.ssl.DistillConfig` of the ``distill`` training method (temperature, label
+            and KD weights, the uncertainty policy: the teacher's entropy as in ERSAM, MC dropout or none).
         lr / weight_decay / warmup_frac: AdamW with linear warm-up and cosine decay.
         batch_size / unlabeled_batch_size: clips per step (0: the data config's sizes).
         labeled_view / unlabeled_view: augmentation views of the two loaders (``data="pool"``).
@@ -66,9 +69,7 @@ class SupernetConfig:
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     kd_temperature: float = 1.0
-    teacher_weight: float = 1.0
-    teacher_temperature: float = 4.0
-    uncertainty: str = "entropy"
+    distill: DistillConfig = field(default_factory=DistillConfig)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_frac: float = 0.05
@@ -320,7 +321,9 @@ class SearchConfig:
         self.search.validate()
         self.proxyless.validate()
         self.export.validate()
-        if self.supernet.uncertainty not in ("entropy", "none"):
-            raise ValueError(f"supernet.uncertainty={self.supernet.uncertainty!r}: choose entropy or none")
+        try:
+            self.supernet.distill.validate()
+        except ValueError as e:
+            raise ValueError(f"supernet.distill.{e}") from e
         if self.supernet.data not in ("stream", "pool"):
             raise ValueError(f"supernet.data={self.supernet.data!r}: choose stream or pool")

@@ -147,9 +147,7 @@ def train_supernet(
         kd_weight=sc.kd_weight,
         kd_temperature=sc.kd_temperature,
         teacher=teacher,
-        teacher_weight=sc.teacher_weight,
-        teacher_temperature=sc.teacher_temperature,
-        uncertainty=sc.uncertainty,
+        distill=sc.distill,
         calib_batches=sc.calib_batches,
         seed=cfg.seed,
     )

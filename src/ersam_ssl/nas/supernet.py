@@ -13,9 +13,10 @@ both pooling heads) and runs any member's forward pass on slices of them, once-f
 (Yu et al., "BigNAS: Scaling Up Neural Architecture Search with Big Single-Stage Models", ECCV 2020): every
 step trains the largest, the smallest and ``N`` random members; the largest learns from the labels (and,
 optionally, from an external teacher with uncertainty-weighted distillation as in ERSAM, Li et al.,
-ICASSP 2023), the others from the labels and from the largest member's predictions on labeled and unlabeled
-clips. Before a member is evaluated, :func:`recalibrate_bn` re-estimates its BatchNorm statistics on a few
-training batches (OFA), since the shared running statistics mix all members.
+ICASSP 2023: the policies of :mod:`ersam_ssl.ssl.distill`, configured by its ``DistillConfig``), the
+others from the labels and from the largest member's predictions on labeled and unlabeled clips. Before a
+member is evaluated, :func:`recalibrate_bn` re-estimates its BatchNorm statistics on a few training
+batches (OFA), since the shared running statistics mix all members.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from torch.func import functional_call
 
 from ersam_ssl.checkpoint import atomic_torch_save, load_weights
 from ersam_ssl.data.levels import AmbianceLevels
-from ersam_ssl.losses import entropy_weights, kd_loss
+from ersam_ssl.losses import kd_loss
 from ersam_ssl.models import CountModel, SAMSpace, build_model, subnet_state_dict
 from ersam_ssl.models.blocks import ConvBN1d, SAMBackbone, Stem, se_squeeze
 from ersam_ssl.models.frontend import LogMel
 from ersam_ssl.models.heads import build_head
 from ersam_ssl.models.space import as_space, mbconv_stages, plan_blocks, scale_channels
 from ersam_ssl.ssl.base import CounterModule, OptimConfig, OptimizerFactory
+from ersam_ssl.ssl.distill import DistillConfig, check_teacher, distill_from_teacher
 
 SUPERNET_FORMAT = "ersam_ssl.supernet"
 
@@ -445,9 +447,11 @@ class SupernetModule(CounterModule):
     Each step, on a labeled batch ``x_l, y_l`` and an unlabeled batch ``x_u`` (Lightning's
     ``{"labeled", "unlabeled"}`` batch of :class:`~ersam_ssl.data.SAMDataModule`):
 
-    - the largest member minimises the count-head loss on ``(x_l, y_l)``, plus, with an external
-      ``teacher``, ``teacher_weight * kd_loss(student, teacher, T_t, w)`` on ``x_l ∪ x_u`` with ERSAM's
-      uncertainty weights ``w = entropy_weights(teacher)`` (``uncertainty="none"``: ``w = 1``);
+    - the largest member minimises the count-head loss on ``(x_l, y_l)``; with an external ``teacher`` it
+      is distilled exactly as :class:`~ersam_ssl.ssl.Distill` distils a student:
+      ``distill.ce_weight * loss + distill.kd_weight * kd_loss(largest, teacher, distill.temperature, w)``
+      on ``x_l ∪ x_u``, with the weights ``w`` of the ``distill.uncertainty`` policy (ERSAM's teacher
+      entropy by default; :func:`~ersam_ssl.ssl.distill.distill_from_teacher`);
     - the smallest and ``num_random_subnets`` random members minimise
       ``ce_weight * loss(x_l, y_l) + kd_weight * kd_loss(member, largest.detach(), T)`` on ``x_l ∪ x_u``
       (in-place distillation).
@@ -467,27 +471,24 @@ class SupernetModule(CounterModule):
         ce_weight: float = 1.0,
         kd_weight: float = 1.0,
         kd_temperature: float = 1.0,
-        teacher: nn.Module | None = None,
-        teacher_weight: float = 1.0,
-        teacher_temperature: float = 4.0,
-        uncertainty: str = "entropy",
+        teacher: CountModel | None = None,
+        distill: DistillConfig | None = None,
         calib_batches: int = 4,
         seed: int = 0,
     ) -> None:
         super().__init__(supernet, optim, levels)  # type: ignore[arg-type]
-        if uncertainty not in ("entropy", "none"):
-            raise ValueError(f"uncertainty={uncertainty!r}: choose 'entropy' or 'none'")
+        distill = distill or DistillConfig()
+        distill.validate()
+        if teacher is not None:
+            check_teacher(teacher, supernet.num_classes, distill)
+            teacher.eval().requires_grad_(False)
         self.num_random_subnets = num_random_subnets
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
-        self.teacher_weight = teacher_weight
-        self.teacher_temperature = teacher_temperature
-        self.uncertainty = uncertainty
+        self.distill = distill
         self.seed = seed
         self.teacher = teacher
-        if teacher is not None:
-            teacher.eval().requires_grad_(False)
         self._calibration: deque[Tensor] = deque(maxlen=max(1, calib_batches))
 
     @property
@@ -528,11 +529,8 @@ class SupernetModule(CounterModule):
         loss_largest = head.loss(out[:n_labeled], y_l)
         logs = {"train/ce_largest": loss_largest.detach()}
         if self.teacher is not None:
-            with torch.no_grad():
-                teacher_log_probs = self.teacher.head.log_probs(self.teacher(waves))
-            weights = entropy_weights(teacher_log_probs.exp()) if self.uncertainty == "entropy" else None
-            teacher_kd = kd_loss(head.log_probs(out), teacher_log_probs, self.teacher_temperature, weights)
-            loss_largest = loss_largest + self.teacher_weight * teacher_kd
+            teacher_kd = distill_from_teacher(head.log_probs(out), self.teacher, waves, self.distill).kd
+            loss_largest = self.distill.objective(loss_largest, teacher_kd)
             logs["train/kd_teacher"] = teacher_kd.detach()
         target = head.log_probs(out).detach()
         loss = loss_largest

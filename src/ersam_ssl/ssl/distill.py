@@ -7,6 +7,11 @@ teacher's likely mistakes on unlabeled clips teach the student less. Certainty i
 config: the teacher's predictive entropy (one pass) or Monte-Carlo dropout variance (Gal & Ghahramani,
 ICML 2016; needs a teacher with dropout), or none (plain Hinton et al. KD).
 
+The policy is written once and shared: :func:`distill_from_teacher` computes the weighted distillation term
+that :class:`Distill`, :class:`~ersam_ssl.ssl.mixture.StreamDistill` and the supernet training of
+:class:`~ersam_ssl.nas.supernet.SupernetModule` (the largest member's teacher) use, configured by one
+:class:`DistillConfig`.
+
 The teacher is a submodule (so Lightning places it on the right device) but it is frozen
 (``requires_grad=False``), always in eval mode, outside the optimizer, and *not* written to checkpoints:
 a checkpoint holds the student under ``model.`` and the teacher's path in the hyper-parameters, so
@@ -24,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +72,14 @@ class DistillConfig:
             raise ValueError(
                 f"uncertainty={self.uncertainty!r}: choose one of {sorted(UNCERTAINTY_POLICIES)}"
             )
+        if self.entropy_kind not in ("inverse", "exp"):
+            raise ValueError(f"entropy_kind={self.entropy_kind!r}: choose inverse or exp")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0")
+
+    def objective(self, ce: Tensor, kd: Tensor) -> Tensor:
+        """The student's loss ``ce_weight · ce + kd_weight · kd`` from its label loss and distillation term."""
+        return self.ce_weight * ce + self.kd_weight * kd
 
 
 class _TeacherLogProbs(nn.Module):
@@ -115,6 +128,52 @@ def _has_active_dropout(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
 
 
+def check_teacher(teacher: CountModel, num_classes: int, config: DistillConfig) -> None:
+    """Refuse (``ValueError``) a config that is not valid or a teacher that ``config`` cannot distil from."""
+    config.validate()
+    if teacher.head.num_classes != num_classes:
+        raise ValueError(f"teacher counts {teacher.head.num_classes} classes, student {num_classes}")
+    if config.uncertainty == "mc_dropout" and not _has_active_dropout(teacher):
+        raise ValueError("uncertainty='mc_dropout' needs a teacher with dropout (e.g. head dropout > 0)")
+
+
+class TeacherTerm(NamedTuple):
+    """One batch's distillation term (:func:`distill_from_teacher`).
+
+    Attributes:
+        kd: the uncertainty-weighted KD loss (a scalar with the student's gradient).
+        teacher_log_probs: the teacher's log-probabilities over counts, [B, C] (no gradient).
+        weights: the per-clip weights of the uncertainty policy, [B], or ``None`` (plain KD).
+    """
+
+    kd: Tensor
+    teacher_log_probs: Tensor
+    weights: Tensor | None
+
+
+def distill_from_teacher(
+    student_log_probs: Tensor, teacher: CountModel, x: Tensor, config: DistillConfig
+) -> TeacherTerm:
+    """ERSAM's distillation term of a student on inputs ``x`` from a frozen ``teacher``.
+
+    The teacher's log-probabilities and the weights of ``config.uncertainty``'s policy
+    (:data:`UNCERTAINTY_POLICIES`) are computed without gradient;
+    ``kd = kd_loss(student_log_probs, teacher_log_probs, config.temperature, weights)``. Combine it with the
+    label loss by :meth:`DistillConfig.objective`.
+
+    Args:
+        student_log_probs: the student's log-probabilities over counts for ``x``, [B, C].
+        teacher: the frozen teacher (in eval mode).
+        x: the clips (waveforms) the teacher sees, [B, T].
+        config: :class:`DistillConfig`.
+    """
+    with torch.no_grad():
+        teacher_log_probs = teacher.head.log_probs(teacher(x))
+        weights = UNCERTAINTY_POLICIES[config.uncertainty](teacher, x, teacher_log_probs, config)
+    kd = kd_loss(student_log_probs, teacher_log_probs, config.temperature, weights)
+    return TeacherTerm(kd, teacher_log_probs, weights)
+
+
 @METHODS.register("distill")
 class Distill(CounterModule):
     """Uncertainty-weighted distillation of a frozen ``teacher`` into ``model`` (the student).
@@ -144,14 +203,9 @@ class Distill(CounterModule):
         levels: AmbianceLevels | None = None,
     ) -> None:
         super().__init__(model, optim, levels)
-        config.validate()
-        if teacher.num_classes != model.num_classes:
-            raise ValueError(f"teacher counts {teacher.num_classes} classes, student {model.num_classes}")
-        if config.uncertainty == "mc_dropout" and not _has_active_dropout(teacher):
-            raise ValueError("uncertainty='mc_dropout' needs a teacher with dropout (e.g. head dropout > 0)")
+        check_teacher(teacher, model.num_classes, config)
         self.config = config
         self.teacher = teacher.eval().requires_grad_(False)
-        self.weight_policy = UNCERTAINTY_POLICIES[config.uncertainty]
         self.save_hyperparameters(
             {"distill": asdict(config), "teacher_path": teacher_path, "teacher_model": teacher.config()}
         )
@@ -184,11 +238,10 @@ class Distill(CounterModule):
         head = self.model.head
         out = self.model(x)
         ce = head.loss(out[:n_labeled], y)
-        with torch.no_grad():
-            teacher_log_probs = self.teacher.head.log_probs(self.teacher(x))
-            weights = self.weight_policy(self.teacher, x, teacher_log_probs, self.config)
-        kd = kd_loss(head.log_probs(out), teacher_log_probs, self.config.temperature, weights)
-        loss = self.config.ce_weight * ce + self.config.kd_weight * kd
+        kd, teacher_log_probs, weights = distill_from_teacher(
+            head.log_probs(out), self.teacher, x, self.config
+        )
+        loss = self.config.objective(ce, kd)
         logs = {
             "train/loss": loss,
             "train/ce": ce,
