@@ -3,7 +3,8 @@
 * :class:`AtomicCheckpointIO` — a Lightning ``CheckpointIO`` that writes to a temporary file and renames it,
   so a run killed mid-write never leaves a truncated checkpoint (``last.ckpt`` stays the previous one).
 * :func:`save_model` / :func:`load_model` — a self-describing model file (architecture config + weights),
-  loaded with ``torch.load(..., weights_only=True)``.
+  loaded with ``torch.load(..., weights_only=True)`` (:func:`load_blob`). The NAS supernet writes and reads
+  its own file format with the same two helpers.
 * :func:`load_weights` — the one call that moves weights from any stage to the next: pretrain → finetune →
   distill → NAS supernet. It accepts a model file, a Lightning checkpoint or a state dict, and copies the
   chosen parts (e.g. ``("frontend", "backbone")``) into a model.
@@ -24,6 +25,7 @@ from torch import nn
 from ersam_ssl.fileio import atomic_path
 
 MODEL_FILE_VERSION = 1
+MODEL_FORMAT = "ersam_ssl.model"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -48,10 +50,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Write ``{"config", "state_dict", "extra"}`` atomically; ``model`` must have ``config()``."""
+def save_model(
+    model: nn.Module, path: str | Path, extra: dict | None = None, *, file_format: str = MODEL_FORMAT
+) -> Path:
+    """Write ``{"format", "version", "config", "state_dict", "extra"}`` atomically (CPU tensors).
+
+    ``model`` must have ``config()``. ``file_format`` names what the file holds: a counter
+    (:func:`load_model` reads it) by default; the NAS supernet passes its own format.
+    """
     payload = {
-        "format": "ersam_ssl.model",
+        "format": file_format,
         "version": MODEL_FILE_VERSION,
         "config": model.config(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -66,11 +74,11 @@ def load_model(path: str | Path):
     checkpoint whose ``ersam_model_config`` entry was stored by a training module), in eval mode."""
     from ersam_ssl.models import CountModel
 
-    blob = _load_blob(path)
-    if blob.get("format") == "ersam_ssl.model":
+    blob = load_blob(path)
+    if blob.get("format") == MODEL_FORMAT:
         config, state = blob["config"], blob["state_dict"]
     elif "ersam_model_config" in blob:
-        config, state = blob["ersam_model_config"], _strip(blob["state_dict"], "model.")
+        config, state = blob["ersam_model_config"], strip_prefix(blob["state_dict"], "model.")
     else:
         raise ValueError(
             f"{path}: neither an ersam_ssl model file nor a checkpoint of an ersam_ssl training module"
@@ -83,7 +91,7 @@ def load_model(path: str | Path):
     return model.eval()
 
 
-def _load_blob(path: str | Path) -> dict:
+def load_blob(path: str | Path) -> dict:
     """``torch.load(path, weights_only=True)`` of a dict; anything else is a ``ValueError`` naming the file.
 
     A model path is user input: a file of another kind must give a one-line reason, and a pickle holding
@@ -113,7 +121,8 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(e).__name__
 
 
-def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix`` (e.g. ``"model."`` in a Lightning checkpoint), without it."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
@@ -123,15 +132,15 @@ def _state_dict_of(source: str | Path | dict | nn.Module) -> dict[str, torch.Ten
         return source.state_dict()
     if isinstance(source, dict) and "state_dict" not in source and "format" not in source:
         return source
-    blob = source if isinstance(source, dict) else _load_blob(source)
+    blob = source if isinstance(source, dict) else load_blob(source)
     if "state_dict" not in blob:
         raise ValueError(f"{source}: no 'state_dict'; not an ersam_ssl model file or checkpoint")
     state = blob["state_dict"]
-    if blob.get("format") == "ersam_ssl.model":
+    if blob.get("format") == MODEL_FORMAT:
         return state
     # Lightning checkpoint of a training module: the counter lives under "model." (teachers, EMA copies and
     # projection heads under other prefixes are ignored).
-    inner = _strip(state, "model.")
+    inner = strip_prefix(state, "model.")
     return inner or state
 
 

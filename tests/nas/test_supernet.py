@@ -1,3 +1,4 @@
+import inspect
 import random
 
 import numpy as np
@@ -6,11 +7,13 @@ import torch
 from torch import nn
 
 from conftest import tiny_space  # noqa: E402
+from ersam_ssl import checkpoint
 from ersam_ssl.losses import entropy_weights, kd_loss
 from ersam_ssl.models import SAMSpace, build_model
 from ersam_ssl.models.heads import ClassificationHead
+from ersam_ssl.nas import supernet as supernet_module
 from ersam_ssl.nas.config import SearchConfig, SupernetConfig
-from ersam_ssl.nas.supernet import ElasticSAM, SupernetModule, recalibrate_bn
+from ersam_ssl.nas.supernet import SUPERNET_FORMAT, ElasticSAM, SupernetModule, recalibrate_bn
 from ersam_ssl.ssl.base import OptimConfig
 from ersam_ssl.ssl.distill import UNCERTAINTY_POLICIES, DistillConfig
 
@@ -282,6 +285,31 @@ def test_supernet_config_nests_the_distill_config() -> None:
         )
     with pytest.raises(ValueError, match="teacher counts 5 classes, student 11"):
         SupernetModule(ElasticSAM(SPACE), teacher=_WaveTeacher(classes=5))
+
+
+def test_supernet_file_is_written_and_read_by_the_checkpoint_helpers(tmp_path) -> None:
+    net = ElasticSAM(tiny_space(), num_classes=4)
+    path = net.save(tmp_path / "supernet.pt", extra={"note": 1})
+    blob = checkpoint.load_blob(path)
+    assert blob["format"] == SUPERNET_FORMAT and blob["version"] == checkpoint.MODEL_FILE_VERSION
+    assert blob["config"] == net.config() and blob["extra"] == {"note": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["supernet.pt"]  # no temporary file left behind
+    loaded = ElasticSAM.load(path)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    source = inspect.getsource(supernet_module)
+    assert (
+        "torch.save" not in source and "torch.load" not in source
+    )  # one implementation: ersam_ssl.checkpoint
+
+    (tmp_path / "junk.pt").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"junk\.pt: not a PyTorch model file"):
+        ElasticSAM.load(tmp_path / "junk.pt")
+    counter = checkpoint.save_model(
+        build_model(tiny_space().smallest(), num_classes=4, space=tiny_space()), tmp_path / "m.pt"
+    )
+    with pytest.raises(ValueError, match="neither a supernet file nor a SupernetModule checkpoint"):
+        ElasticSAM.load(counter)
 
 
 def test_supernet_trains_with_lightning_and_resumes(small_engine, tmp_path):

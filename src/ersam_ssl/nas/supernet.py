@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ersam_ssl.checkpoint import atomic_torch_save, load_weights
+from ersam_ssl.checkpoint import load_blob, load_weights, save_model, strip_prefix
 from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.losses import kd_loss
 from ersam_ssl.models import CountModel, SAMSpace, build_model, subnet_state_dict
@@ -351,29 +351,20 @@ class ElasticSAM(nn.Module):
         raise ValueError("source is not a largest-arch counter of this space: " + "; ".join(errors))
 
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
-        """Write ``{"format", "config", "state_dict", "extra"}`` atomically."""
-        payload = {
-            "format": SUPERNET_FORMAT,
-            "config": self.config(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
-            "extra": extra or {},
-        }
-        atomic_torch_save(payload, path)
-        return Path(path)
+        """Write ``{"format", "version", "config", "state_dict", "extra"}`` atomically
+        (:func:`~ersam_ssl.checkpoint.save_model` with the supernet's format)."""
+        return save_model(self, path, extra, file_format=SUPERNET_FORMAT)
 
     @classmethod
     def load(cls, path: str | Path) -> ElasticSAM:
         """Rebuild a supernet from :meth:`save`'s file or a :class:`SupernetModule` checkpoint (eval mode)."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = load_blob(path)  # weights only; a file of another kind is a one-line ValueError
         if blob.get("format") == SUPERNET_FORMAT:
             net = cls.from_config(blob["config"])
             net.load_state_dict(blob["state_dict"])
         elif "ersam_supernet_config" in blob:
             net = cls.from_config(blob["ersam_supernet_config"])
-            prefix = "model."
-            net.load_state_dict(
-                {k[len(prefix) :]: v for k, v in blob["state_dict"].items() if k.startswith(prefix)}
-            )
+            net.load_state_dict(strip_prefix(blob["state_dict"], "model."))
         else:
             raise ValueError(f"{path}: neither a supernet file nor a SupernetModule checkpoint")
         return net.eval()

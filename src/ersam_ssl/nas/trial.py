@@ -47,6 +47,7 @@ from nni.nas.nn.pytorch import ModelSpace
 
 from ersam_ssl.checkpoint import atomic_torch_save
 from ersam_ssl.data.levels import AmbianceLevels
+from ersam_ssl.fileio import write_json
 from ersam_ssl.nas.config import StrategyConfig
 from ersam_ssl.nas.evaluate import SubnetEvaluator
 from ersam_ssl.nas.nni_space import sample_to_arch
@@ -81,7 +82,7 @@ def write_trial_inputs(evaluator: SubnetEvaluator, directory: str | Path) -> Pat
         if levels is None
         else {"lower_bounds": list(levels.lower_bounds), "names": list(levels.names)},
     }
-    (directory / EVALUATOR_FILE).write_text(json.dumps(settings, indent=1))
+    write_json(directory / EVALUATOR_FILE, settings)
     return directory
 
 
