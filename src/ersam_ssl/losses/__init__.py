@@ -1,7 +1,9 @@
 """Pure loss functions of the semi-supervised, distillation and count-aware objectives.
 
 Every function here is a differentiable, device-agnostic map of batched tensors, checked against a NumPy
-reference in ``tests/losses``. The only state lives in three small modules: :class:`FlexMatchThresholds`,
+reference in ``tests/losses``. Their inputs go through one set of checks (``_checks``): a tensor of the
+wrong rank, dtype or size, a label out of range or a non-finite temperature is a one-line ``ValueError``
+that names the argument. The only state lives in three small modules: :class:`FlexMatchThresholds`,
 :class:`RunningDistribution` (buffers, saved in checkpoints) and the BYOL target updated by
 :func:`ema_update`.
 """

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ersam_ssl.losses._checks import check_interval, check_positive, check_shape
+
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     """Normalised temperature-scaled cross entropy (NT-Xent) of SimCLR (Chen et al., ICML 2020).
@@ -32,12 +34,9 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     Returns:
         Scalar loss. It is invariant to the scale of each embedding and symmetric in (z1, z2).
     """
-    if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(
-            f"expected two [B, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    sizes = check_shape("z1", z1, "B, D", floating=True)
+    check_shape("z2", z2, "B, D", floating=True, **sizes)
+    check_positive("temperature", temperature)
     batch_size = z1.shape[0]
     embeddings = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
     logits = embeddings @ embeddings.T / temperature
@@ -62,10 +61,8 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     Returns:
         Scalar loss in [0, 4], the mean over the batch.
     """
-    if p.shape != z.shape or p.dim() != 2:
-        raise ValueError(
-            f"expected two [B, D] tensors of equal shape, got {tuple(p.shape)} and {tuple(z.shape)}"
-        )
+    sizes = check_shape("p", p, "B, D", floating=True)
+    check_shape("z", z, "B, D", floating=True, **sizes)
     cosine = F.cosine_similarity(p, z.detach(), dim=1)
     return (2.0 - 2.0 * cosine).mean()
 
@@ -82,6 +79,9 @@ def byol_symmetric_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tenso
     Returns:
         Scalar ``byol_loss(p1, z2) + byol_loss(p2, z1)``, in [0, 8].
     """
+    sizes = check_shape("p1", p1, "B, D", floating=True)
+    for name, x in (("p2", p2), ("z1", z1), ("z2", z2)):
+        check_shape(name, x, "B, D", floating=True, **sizes)
     return byol_loss(p1, z2) + byol_loss(p2, z1)
 
 
@@ -98,8 +98,7 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
         online: The online (student) network; left unchanged.
         momentum: m in [0, 1]; 1 freezes the target, 0 copies the online network.
     """
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+    check_interval("momentum", momentum, 0.0, 1.0)
     target_params = dict(target.named_parameters())
     online_params = dict(online.named_parameters())
     target_buffers = dict(target.named_buffers())
@@ -125,7 +124,7 @@ def cosine_momentum(step: int, total: int, base: float = 0.99) -> float:
     Returns:
         The momentum for :func:`ema_update` at this step.
     """
-    if total <= 0:
-        raise ValueError(f"total must be positive, got {total}")
+    check_positive("total", total)
+    check_interval("base", base, 0.0, 1.0)
     progress = min(max(step, 0), total) / total
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

@@ -18,11 +18,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ersam_ssl.losses._checks import check_finite, check_same_shape, check_shape
+
 
 def _class_probs(scores: Tensor, from_logits: bool) -> Tensor:
-    if scores.dim() != 2:
-        raise ValueError(f"expected scores of shape [B, C], got {tuple(scores.shape)}")
+    check_shape("scores", scores, "B, C", floating=True)
     return torch.softmax(scores, dim=1) if from_logits else scores
+
+
+def _check_mixing_logits(logits_mix: Tensor, logits_a: Tensor, logits_b: Tensor) -> None:
+    sizes = check_shape("logits_mix", logits_mix, "B, C", floating=True)
+    check_shape("logits_a", logits_a, "B, C", floating=True, **sizes)
+    check_shape("logits_b", logits_b, "B, C", floating=True, **sizes)
 
 
 def expected_count(scores: Tensor, from_logits: bool = True) -> Tensor:
@@ -60,8 +67,8 @@ def mixing_rank_loss(
     Returns:
         Scalar loss.
     """
-    if not logits_mix.shape == logits_a.shape == logits_b.shape:
-        raise ValueError("logits_mix, logits_a and logits_b must have the same shape [B, C]")
+    _check_mixing_logits(logits_mix, logits_a, logits_b)
+    check_finite("margin", margin)
     with torch.no_grad():
         lower_bound = torch.maximum(expected_count(logits_a), expected_count(logits_b))
     violation = lower_bound - expected_count(logits_mix) + margin
@@ -84,8 +91,7 @@ def mixing_cdf_loss(logits_mix: Tensor, logits_a: Tensor, logits_b: Tensor) -> T
     Returns:
         Scalar loss.
     """
-    if not logits_mix.shape == logits_a.shape == logits_b.shape:
-        raise ValueError("logits_mix, logits_a and logits_b must have the same shape [B, C]")
+    _check_mixing_logits(logits_mix, logits_a, logits_b)
     num_thresholds = logits_mix.shape[1] - 1
     with torch.no_grad():
         cdf_a = torch.softmax(logits_a, dim=1).cumsum(dim=1)
@@ -118,10 +124,9 @@ def mix_waveforms(
     Returns:
         Mixtures with the shape of ``a``. A silent sum stays silent.
     """
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_same_shape(floating=True, a=a, b=b)
     low_db, high_db = gain_db_range
-    if low_db > high_db:
+    if not check_finite("gain_db_range[0]", low_db) <= check_finite("gain_db_range[1]", high_db):
         raise ValueError(f"gain_db_range must be (low, high) with low <= high, got {gain_db_range}")
     draw_device = generator.device if generator is not None else a.device
     uniform = torch.rand(a.shape[:-1], generator=generator, device=draw_device, dtype=a.dtype).to(a.device)

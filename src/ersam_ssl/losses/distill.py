@@ -21,6 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ersam_ssl.losses._checks import check_count, check_positive, check_shape
+
+
+def _check_logit_pair(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> int:
+    """Check the inputs of a KD loss; returns the batch size."""
+    sizes = check_shape("student_logits", student_logits, "B, C", floating=True)
+    check_shape("teacher_logits", teacher_logits, "B, C", floating=True, **sizes)
+    check_positive("temperature", temperature)
+    return sizes["B"]
+
 
 def kd_loss(
     student_logits: Tensor,
@@ -44,21 +54,15 @@ def kd_loss(
     Returns:
         Scalar loss.
     """
-    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
-        raise ValueError(
-            f"expected student and teacher logits of equal shape [B, C], got {tuple(student_logits.shape)} "
-            f"and {tuple(teacher_logits.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    batch = _check_logit_pair(student_logits, teacher_logits, temperature)
+    if weights is not None:
+        check_shape("weights", weights, "B", B=batch)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
     teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
     per_sample_kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=1)
     per_sample_loss = per_sample_kl * temperature**2
     if weights is None:
         return per_sample_loss.mean()
-    if weights.shape != per_sample_loss.shape:
-        raise ValueError(f"weights must have shape [{per_sample_loss.shape[0]}], got {tuple(weights.shape)}")
     weights = weights.detach().to(per_sample_loss.dtype)
     # All weights are >= 0, so a zero sum means a zero numerator: clamping only avoids 0 / 0.
     total_weight = weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
@@ -70,6 +74,7 @@ def normalized_entropy(probs: Tensor) -> Tensor:
 
     With a single class the entropy is 0 and so is the result.
     """
+    check_shape("probs", probs, "B, C", floating=True)
     entropy = -torch.special.xlogy(probs, probs).sum(dim=1)
     num_classes = probs.shape[1]
     if num_classes < 2:
@@ -96,14 +101,15 @@ def entropy_weights(
     Returns:
         Weights of shape [B], detached.
     """
+    check_shape("teacher_probs", teacher_probs, "B, C", floating=True)
+    if kind not in ("inverse", "exp"):
+        raise ValueError(f"kind must be 'inverse' or 'exp', got {kind!r}")
+    if kind == "exp":
+        check_positive("temperature", temperature)
     entropy = normalized_entropy(teacher_probs.detach())
     if kind == "inverse":
         return (1.0 - entropy).clamp(0.0, 1.0)
-    if kind == "exp":
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        return torch.exp(-entropy / temperature)
-    raise ValueError(f"unknown entropy weight kind {kind!r}; choose 'inverse' or 'exp'")
+    return torch.exp(-entropy / temperature)
 
 
 def mc_dropout_weights(prob_samples: Tensor, scale: float = 0.01) -> Tensor:
@@ -122,10 +128,8 @@ def mc_dropout_weights(prob_samples: Tensor, scale: float = 0.01) -> Tensor:
     Returns:
         Weights of shape [B] in (0, 1], detached.
     """
-    if prob_samples.dim() != 3:
-        raise ValueError(f"prob_samples must have shape [S, B, C], got {tuple(prob_samples.shape)}")
-    if scale <= 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+    check_shape("prob_samples", prob_samples, "S, B, C", floating=True)
+    check_positive("scale", scale)
     variance = prob_samples.detach().var(dim=0, correction=0).mean(dim=1)
     return 1.0 / (1.0 + variance / scale)
 
@@ -145,8 +149,7 @@ def mc_dropout_predict(model: nn.Module, x: Tensor, samples: int) -> Tensor:
     Returns:
         Softmax probabilities, [S, B, C].
     """
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+    check_count("samples", samples, 1)
     training_flags = {module: module.training for module in model.modules()}
     try:
         model.eval()
@@ -179,6 +182,7 @@ def uncertainty_weighted_kd(
     Returns:
         Scalar loss.
     """
+    _check_logit_pair(student_logits, teacher_logits, temperature)
     if weights is None:
         weights = entropy_weights(torch.softmax(teacher_logits.detach(), dim=1), kind="inverse")
     return kd_loss(student_logits, teacher_logits, temperature=temperature, weights=weights)

@@ -22,6 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ersam_ssl.losses._checks import (
+    check_count,
+    check_finite,
+    check_interval,
+    check_positive,
+    check_range,
+    check_shape,
+)
+
 ProbsTransform = Callable[[Tensor], Tensor]
 
 
@@ -39,14 +48,13 @@ def confidence_mask(probs: Tensor, threshold: float | Tensor) -> tuple[Tensor, T
     Returns:
         ``(mask, pseudo_labels)``: a float mask of shape [B] with values in {0, 1}, and long labels [B].
     """
-    if probs.dim() != 2:
-        raise ValueError(f"probs must have shape [B, C], got {tuple(probs.shape)}")
+    sizes = check_shape("probs", probs, "B, C", floating=True)
+    if isinstance(threshold, Tensor) and threshold.dim() > 0:
+        check_shape("threshold", threshold, "C", floating=True, C=sizes["C"])
+    else:
+        threshold = check_finite("threshold", threshold)
     confidence, pseudo_labels = probs.detach().max(dim=1)
     if isinstance(threshold, Tensor):
-        if threshold.shape != (probs.shape[1],):
-            raise ValueError(
-                f"class thresholds must have shape [{probs.shape[1]}], got {tuple(threshold.shape)}"
-            )
         sample_threshold = threshold.detach().to(confidence.device, confidence.dtype)[pseudo_labels]
     else:
         sample_threshold = torch.full_like(confidence, float(threshold))
@@ -84,13 +92,13 @@ def fixmatch_loss(
         tensor), ``mask`` [B] and ``pseudo_labels`` [B], and ``weak_probs`` [B, C] (after the transform),
         which :meth:`FlexMatchThresholds.update` consumes.
     """
-    if logits_weak.shape != logits_strong.shape or logits_weak.dim() != 2:
-        raise ValueError(
-            f"expected weak and strong logits of equal shape [B, C], got {tuple(logits_weak.shape)} "
-            f"and {tuple(logits_strong.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    sizes = check_shape("logits_weak", logits_weak, "B, C", floating=True)
+    check_shape("logits_strong", logits_strong, "B, C", floating=True, **sizes)
+    check_positive("temperature", temperature)
+    if class_thresholds is None:
+        check_finite("threshold", threshold)
+    else:
+        check_shape("class_thresholds", class_thresholds, "C", floating=True, C=sizes["C"])
     weak_probs = torch.softmax(logits_weak.detach() / temperature, dim=1)
     if probs_transform is not None:
         weak_probs = probs_transform(weak_probs).detach()
@@ -135,8 +143,11 @@ def flexmatch_thresholds(
     Returns:
         Thresholds of shape [C], in [0, tau].
     """
-    if predictions.shape != confidences.shape or predictions.dim() != 1:
-        raise ValueError("predictions and confidences must both have shape [N]")
+    sizes = check_shape("predictions", predictions, "N", floating=False)
+    check_shape("confidences", confidences, "N", **sizes)
+    check_count("num_classes", num_classes, 1)
+    check_finite("tau", tau)
+    check_range("predictions", predictions, -1, num_classes - 1)
     learned = (predictions >= 0) & (confidences >= tau)
     learning_effect = torch.bincount(predictions[learned], minlength=num_classes)[:num_classes]
     learning_effect = learning_effect.to(
@@ -178,8 +189,9 @@ class FlexMatchThresholds(nn.Module):
         threshold_map: ProbsTransform = convex_threshold_map,
     ) -> None:
         super().__init__()
-        if num_unlabeled <= 0 or num_classes <= 0:
-            raise ValueError("num_unlabeled and num_classes must be positive")
+        check_count("num_unlabeled", num_unlabeled, 1)
+        check_count("num_classes", num_classes, 1)
+        check_finite("tau", tau)
         self.num_classes = num_classes
         self.tau = tau
         self.warmup = warmup
@@ -195,6 +207,9 @@ class FlexMatchThresholds(nn.Module):
             indices: Dataset indices of the unlabeled samples, long [B].
             probs: Their weak-view class probabilities, [B, C].
         """
+        sizes = check_shape("probs", probs, "B, C", floating=True, C=self.num_classes)
+        check_shape("indices", indices, "B", floating=False, **sizes)
+        check_range("indices", indices, 0, self.predictions.numel() - 1)
         confidence, prediction = probs.detach().max(dim=1)
         confident = confidence >= self.tau
         selected = indices.to(self.predictions.device)[confident.to(self.predictions.device)]
@@ -225,6 +240,10 @@ def distribution_alignment(probs: Tensor, model_dist: Tensor, target_dist: Tenso
     Returns:
         Aligned probabilities, [B, C], each row summing to 1.
     """
+    sizes = check_shape("probs", probs, "B, C", floating=True)
+    check_shape("model_dist", model_dist, "C", floating=True, C=sizes["C"])
+    if target_dist is not None:
+        check_shape("target_dist", target_dist, "C", floating=True, C=sizes["C"])
     eps = torch.finfo(probs.dtype).tiny
     ratio = 1.0 / model_dist.to(probs).clamp_min(eps)
     if target_dist is not None:
@@ -248,14 +267,15 @@ class RunningDistribution(nn.Module):
 
     def __init__(self, num_classes: int, momentum: float = 0.99) -> None:
         super().__init__()
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        check_count("num_classes", num_classes, 1)
+        check_interval("momentum", momentum, 0.0, 1.0, high_open=True)
         self.momentum = momentum
         self.register_buffer("distribution", torch.full((num_classes,), 1.0 / num_classes))
 
     @torch.no_grad()
     def update(self, probs: Tensor) -> Tensor:
         """Fold the batch mean of ``probs`` [B, C] into the estimate and return the new estimate [C]."""
+        check_shape("probs", probs, "B, C", floating=True, C=self.distribution.numel())
         batch_mean = probs.detach().mean(dim=0).to(self.distribution)
         self.distribution.mul_(self.momentum).add_(batch_mean, alpha=1.0 - self.momentum)
         return self.distribution.clone()
