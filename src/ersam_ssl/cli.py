@@ -83,6 +83,34 @@ def run_command(command: Callable[[list[str]], int | None], argv: Sequence[str] 
         return EXIT_ERROR if _is_user_error(e) else EXIT_INTERNAL
 
 
+def config_parser(
+    prog: str, description: str | None, *, config_help: str, example: str
+) -> argparse.ArgumentParser:
+    """The parser of a command configured by YAML and dotted overrides: ``[--config FILE] [key=value ...]``.
+
+    The command adds its own options, then :func:`add_debug_flag`; :func:`run_config_command` runs it.
+
+    Args:
+        config_help: help of ``--config``.
+        example: an override shown in the help of the positional ``overrides``, e.g. ``data.seed=1``.
+    """
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--config", default=None, help=config_help)
+    p.add_argument("overrides", nargs="*", help=f"dotted key=value overrides, e.g. {example}")
+    return p
+
+
+def run_config_command(
+    build_parser: Callable[[], argparse.ArgumentParser],
+    command: Callable[[argparse.Namespace], int | None],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """:func:`run_command` of ``command(args)``, ``args`` parsed by ``build_parser()`` with options and
+    ``key=value`` overrides in any order (``parse_intermixed_args``)."""
+    return run_command(lambda args: command(build_parser().parse_intermixed_args(args)), argv)
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from ersam_ssl import audio
     from ersam_ssl.data.bank import SpeakerBank

@@ -45,7 +45,7 @@ import pytorch_lightning as pl
 
 from ersam_ssl import config as cfglib
 from ersam_ssl import ssl
-from ersam_ssl.cli import add_debug_flag, run_command
+from ersam_ssl.cli import add_debug_flag, config_parser, run_config_command
 from ersam_ssl.data import DataConfig, DataEngine
 from ersam_ssl.fileio import exclusive_lock, remove_partial_files, write_json, write_text
 from ersam_ssl.nas.config import SearchConfig
@@ -598,24 +598,25 @@ def format_summary(summary: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recipes/run.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--config", default=None, help="YAML preset (only the values that differ from defaults)")
+    p = config_parser(
+        "recipes/run.py",
+        __doc__,
+        config_help="YAML preset (only the values that differ from defaults)",
+        example="data.labels_per_class=5",
+    )
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--resume", action="store_true", help="continue runs/<name> (skips finished stages)")
     p.add_argument("--overwrite", action="store_true", help="delete runs/<name> first")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.labels_per_class=5")
     add_debug_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python recipes/run.py``: errors are one line on stderr (``--debug`` shows the traceback)."""
-    return run_command(_main, argv)
+    return run_config_command(build_parser, _main, argv)
 
 
-def _main(argv: list[str]) -> int:
-    args = build_parser().parse_intermixed_args(argv)
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = list(args.overrides)
     if args.stages:

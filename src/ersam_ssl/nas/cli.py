@@ -15,26 +15,26 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ersam_ssl.cli import add_debug_flag, run_command
+from ersam_ssl.cli import add_debug_flag, config_parser, run_config_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ersam-ssl search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = config_parser(
+        "ersam-ssl search",
+        __doc__,
+        config_help="YAML with values that differ from SearchConfig's defaults",
+        example="budget.max_energy_mw=0.8",
     )
-    p.add_argument("--config", default=None, help="YAML with values that differ from SearchConfig's defaults")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. budget.max_energy_mw=0.8")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_debug_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(_main, argv)
+    return run_config_command(build_parser, _main, argv)
 
 
-def _main(argv: list[str]) -> int:
-    args = build_parser().parse_intermixed_args(argv)
+def _main(args: argparse.Namespace) -> int:
     from ersam_ssl import config as config_io
     from ersam_ssl.nas.config import SearchConfig
 
