@@ -48,10 +48,6 @@ ONNX_CONFIG_KEY = "ersam_model_config"
 ONNX_CALIBRATION_KEY = "ersam_calibration"
 
 
-def _as_args(example_input: Any) -> tuple:
-    return example_input if isinstance(example_input, tuple) else (example_input,)
-
-
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -75,9 +71,9 @@ def export_onnx(
         temperature / abstain_confidence: calibration stored with the model (see
             :func:`attach_onnx_calibration`); None stores none.
     """
-    from ersam_ssl.hw.cost import dummy_waveform
+    from ersam_ssl.hw.cost import example_args
 
-    args = _as_args(dummy_waveform(num_samples) if example_input is None else example_input)
+    args = example_args(num_samples, example_input)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     single = len(args) == 1

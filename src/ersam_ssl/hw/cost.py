@@ -68,6 +68,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "dummy_waveform",
+    "example_args",
     "matmul_macs",
     "mel_filterbank_macs",
     "register_mac_formula",
@@ -487,8 +488,11 @@ def dummy_waveform(num_samples: int = 80000, batch: int = 1, seed: int = 0) -> t
     return 0.1 * torch.randn(batch, num_samples, generator=gen)
 
 
-def _as_args(example_input: Any) -> tuple:
-    return example_input if isinstance(example_input, tuple) else (example_input,)
+def example_args(num_samples: int, example_input: Any = None) -> tuple:
+    """The positional arguments of one forward pass: ``example_input`` (a tensor or a tuple of arguments), or
+    the :func:`dummy_waveform` of ``num_samples`` when it is None."""
+    example = dummy_waveform(num_samples) if example_input is None else example_input
+    return example if isinstance(example, tuple) else (example,)
 
 
 def count_macs(
@@ -509,7 +513,7 @@ def count_macs(
     Returns:
         A :class:`CostReport` for that input (for a batch of B inputs the MACs are for all B).
     """
-    args = _as_args(dummy_waveform(num_samples) if example_input is None else example_input)
+    args = example_args(num_samples, example_input)
     counter = _Counter(_CountConfig(fold_bn=fold_bn))
     whole = _outermost_formula_modules(model)
     was_training = model.training

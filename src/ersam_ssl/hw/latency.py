@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ersam_ssl.hw.cost import dummy_waveform
+from ersam_ssl.hw.cost import example_args
 
 __all__ = [
     "LatencyReport",
@@ -77,10 +77,6 @@ def _time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]
     return times
 
 
-def _as_args(example_input: Any) -> tuple:
-    return example_input if isinstance(example_input, tuple) else (example_input,)
-
-
 def measure_torch_latency(
     model: nn.Module,
     num_samples: int = 80000,
@@ -100,7 +96,7 @@ def measure_torch_latency(
         repeats: Timed calls.
         example_input: A tensor or tuple of arguments instead of the dummy waveform.
     """
-    args = _as_args(dummy_waveform(num_samples) if example_input is None else example_input)
+    args = example_args(num_samples, example_input)
     previous_threads = torch.get_num_threads()
     was_training = model.training
     try:
@@ -156,7 +152,7 @@ def measure_onnx_latency(
     """
     import onnxruntime as ort
 
-    args = _as_args(dummy_waveform(num_samples) if example_input is None else example_input)
+    args = example_args(num_samples, example_input)
     with tempfile.TemporaryDirectory() as tmp:
         source: str | bytes
         if isinstance(onnx_path_or_model, nn.Module):
