@@ -48,6 +48,11 @@ N_FFT = 400
 HOP_LENGTH = 160
 
 
+def sam_frontend(n_mels: int, level_norm: str) -> LogMel:
+    """The log-mel frontend of the space's models and of the supernet (the fixed parameters above)."""
+    return LogMel(SAMPLE_RATE, N_FFT, HOP_LENGTH, n_mels, level_norm=level_norm)
+
+
 @dataclass(frozen=True)
 class SAMSpace:
     """Choices of the SAM search space; shrink or grow it by changing the fields.
@@ -383,5 +388,5 @@ def build_model(
             "level_norm": level_norm,
         },
     }
-    frontend = LogMel(SAMPLE_RATE, N_FFT, HOP_LENGTH, n_mels, level_norm=level_norm)
+    frontend = sam_frontend(n_mels, level_norm)
     return CountModel(frontend, backbone, count_head, pool_dim, config)

@@ -37,9 +37,8 @@ from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.losses import kd_loss
 from ersam_ssl.models import CountModel, SAMSpace, build_model, subnet_state_dict
 from ersam_ssl.models.blocks import ConvBN1d, SAMBackbone, Stem, se_squeeze
-from ersam_ssl.models.frontend import LogMel
 from ersam_ssl.models.heads import build_head
-from ersam_ssl.models.space import as_space, mbconv_stages, plan_blocks, scale_channels
+from ersam_ssl.models.space import as_space, mbconv_stages, plan_blocks, sam_frontend, scale_channels
 from ersam_ssl.ssl.base import CounterModule, OptimConfig, OptimizerFactory
 from ersam_ssl.ssl.distill import DistillConfig, check_teacher, distill_from_teacher
 
@@ -157,7 +156,7 @@ class ElasticSAM(nn.Module):
         stem_ch, blocks, pool_dim = plan_blocks(largest, self.space)
         act = self.space.activation
         stages = mbconv_stages(blocks, self.space)
-        self.frontend = LogMel(n_mels=n_mels, level_norm=level_norm)
+        self.frontend = sam_frontend(n_mels, level_norm)
         self.backbone = SAMBackbone(
             Stem(n_mels, stem_ch, act),
             stages,
