@@ -166,7 +166,7 @@ def test_remote_machines_become_an_nni_remote_config(tmp_path, monkeypatch):
     # Only the construction is tested: running remote trials needs a second machine reachable over SSH.
     from nni.experiment.config import RemoteConfig
 
-    from ersam_ssl.nas.trial import experiment_config
+    from ersam_ssl.nas.nni_experiment import experiment_config
 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / ".ssh").mkdir()

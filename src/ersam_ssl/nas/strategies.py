@@ -10,11 +10,9 @@ NNI is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,53 +24,11 @@ from ersam_ssl.fileio import write_json
 from ersam_ssl.hw import CostOracle, arch_key
 from ersam_ssl.nas.config import SearchConfig
 from ersam_ssl.nas.evaluate import SubnetEvaluator
+from ersam_ssl.nas.nni_experiment import run_experiment
 from ersam_ssl.nas.results import budget_violations, candidate_record, rejected_record
 from ersam_ssl.nas.supernet import ElasticSAM
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def nni_home(directory: Path) -> Iterator[None]:
-    """Keep NNI's experiment manifest (``~/nni-experiments/.experiment``) under ``directory``.
-
-    ``NasExperiment`` records every run in that manifest through ``Experiments()``, whose default folder
-    is fixed to the user's home when NNI is imported; a run should only write into its own output folder.
-    """
-    import nni.nas.experiment.experiment as nas_experiment
-    from nni.tools.nnictl.config_utils import Experiments
-
-    directory.mkdir(parents=True, exist_ok=True)
-    original = nas_experiment.Experiments
-    nas_experiment.Experiments = functools.partial(Experiments, home_dir=str(directory))
-    try:
-        yield
-    finally:
-        nas_experiment.Experiments = original
-
-
-def _experiment_config(directory: Path, max_trials: int | None = None) -> Any:
-    from nni.nas.experiment import NasExperimentConfig
-
-    config = NasExperimentConfig("sequential", "raw")
-    config.experiment_working_directory = str(directory)
-    if max_trials is not None:
-        config.max_trial_number = max_trials
-    return config
-
-
-def _run_experiment(
-    model_space: Any, evaluator: Any, strategy: Any, directory: Path, max_trials: int | None
-) -> Any:
-    from nni.nas.experiment import NasExperiment
-
-    with nni_home(directory):
-        exp = NasExperiment(model_space, evaluator, strategy, _experiment_config(directory, max_trials))
-        try:
-            exp.run()
-        finally:
-            exp.stop()
-    return exp
 
 
 def run_multi_trial(
@@ -129,7 +85,7 @@ def run_multi_trial(
         base = RandomStrategy(seed=cfg.seed)
     strategy = Chain(base, Filter(admissible, patience=s.max_filtered))
     if s.training_service == "sequential":
-        _run_experiment(model_space, FunctionalEvaluator(evaluate), strategy, out_dir / "nni", s.trials)
+        run_experiment(model_space, FunctionalEvaluator(evaluate), strategy, out_dir / "nni", s.trials)
         return records, rejected
 
     from ersam_ssl.nas.trial import run_on_training_service
@@ -221,7 +177,7 @@ def run_proxyless(
         val_dataloaders=loader(validation),
     )
     strategy = Proxyless(arc_learning_rate=p.arc_lr, penalty=penalty)
-    _run_experiment(model_space, lightning, strategy, out_dir / "nni", None)
+    run_experiment(model_space, lightning, strategy, out_dir / "nni", None)
 
     mutated = strategy.supernet
     probs = {k: v.detach() for k, v in architecture_probabilities(mutated).items()}

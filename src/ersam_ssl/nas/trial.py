@@ -34,10 +34,8 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import socket
-import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ from ersam_ssl.data.levels import AmbianceLevels
 from ersam_ssl.fileio import write_json
 from ersam_ssl.nas.config import StrategyConfig
 from ersam_ssl.nas.evaluate import SubnetEvaluator
+from ersam_ssl.nas.nni_experiment import run_experiment
 from ersam_ssl.nas.nni_space import sample_to_arch
 from ersam_ssl.nas.supernet import ElasticSAM
 
@@ -164,46 +163,6 @@ def evaluate_trial(model: FrozenSample, inputs: str) -> None:
 # -- NNI experiment ----------------------------------------------------------------------------------
 
 
-def remote_machines(machines: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """NNI ``RemoteMachineConfig`` objects of ``search.machines`` (``~`` expanded in key paths)."""
-    from nni.experiment.config import RemoteMachineConfig
-
-    out = []
-    for machine in machines:
-        fields = dict(machine)
-        if fields.get("ssh_key_file"):
-            fields["ssh_key_file"] = str(Path(fields["ssh_key_file"]).expanduser())
-        out.append(RemoteMachineConfig(**fields))
-    return out
-
-
-def experiment_config(directory: str | Path, max_trials: int | None, search: StrategyConfig) -> Any:
-    """The ``NasExperimentConfig`` of a search on ``search.training_service`` (``local`` or ``remote``).
-
-    Trials run ``python -m nni.nas.execution.training_service trial``: with this interpreter locally, with
-    ``python3`` from each machine's ``PATH`` (after its ``python_path``) remotely.
-    """
-    from nni.experiment.config import RemoteConfig
-    from nni.nas.experiment import NasExperimentConfig
-
-    if search.training_service == "local":
-        config = NasExperimentConfig("ts", "simplified", "local")
-    elif search.training_service == "remote":
-        config = NasExperimentConfig(
-            "ts", "simplified", training_service=RemoteConfig(machine_list=remote_machines(search.machines))
-        )
-        config._trial_command_params = {"python": "python3"}
-    else:
-        raise ValueError(f"no NNI training service for {search.training_service!r}")
-    config.experiment_working_directory = str(directory)
-    config.trial_concurrency = search.trial_concurrency
-    if max_trials is not None:
-        config.max_trial_number = max_trials
-    if search.nni_manager_ip is not None:
-        config.nni_manager_ip = search.nni_manager_ip
-    return config
-
-
 def free_port(consecutive: int = 2) -> int:
     """A port that is free here together with the next ``consecutive - 1`` (remote also needs port + 1)."""
     for _ in range(100):
@@ -221,35 +180,6 @@ def free_port(consecutive: int = 2) -> int:
             continue
         return port
     raise RuntimeError("found no free port for the NNI manager")
-
-
-@contextlib.contextmanager
-def manager_home(directory: Path) -> Iterator[Path]:
-    """Keep the experiment manifest of the NNI manager under ``directory``; yields the manifest folder.
-
-    Python-side NNI keeps it in ``~/nni-experiments`` (fixed when NNI is imported) and the Node.js manager
-    in ``$HOME/nni-experiments``; both must name the same file, so the manager (and its local trials) run
-    with ``HOME=directory`` and the Python side uses ``directory/nni-experiments``.
-    """
-    import nni.experiment.experiment as base_experiment
-    import nni.experiment.launcher as launcher
-    import nni.nas.experiment.experiment as nas_experiment
-    from nni.tools.nnictl.config_utils import Experiments
-
-    home = directory / "nni-experiments"
-    home.mkdir(parents=True, exist_ok=True)
-    modules = (nas_experiment, launcher, base_experiment)
-    originals = [module.Experiments for module in modules]
-    original_popen = launcher.Popen
-    for module in modules:
-        module.Experiments = functools.partial(Experiments, home_dir=str(home))
-    launcher.Popen = functools.partial(subprocess.Popen, env={**os.environ, "HOME": str(directory)})
-    try:
-        yield home
-    finally:
-        for module, original in zip(modules, originals):
-            module.Experiments = original
-        launcher.Popen = original_popen
 
 
 def trial_reports(jobs: Sequence[Any]) -> tuple[list[tuple[dict, dict]], list[Any]]:
@@ -294,23 +224,16 @@ def run_on_training_service(
     Failed trials are logged (with their log folders) and left out; if none succeeded this raises.
     """
     from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.experiment import NasExperiment
 
     from ersam_ssl.nas.nni_space import build_model_space
 
     inputs = write_trial_inputs(evaluator, search.trial_dir or out_dir / "trial_inputs")
     model_space = ChoiceSpace(choices_of(build_model_space(supernet)))
     trial_evaluator = FunctionalEvaluator(evaluate_trial, inputs=str(inputs.resolve()))
-    directory = out_dir / "nni"
-    config = experiment_config(directory, search.trials, search)
     port = search.nni_port or free_port(2 if search.training_service == "remote" else 1)
-    with manager_home(directory):
-        exp = NasExperiment(model_space, trial_evaluator, strategy, config)
-        try:
-            exp.run(port=port)
-            jobs = exp.list_trial_jobs()  # only while the manager runs
-        finally:
-            exp.stop()
+    jobs = run_experiment(
+        model_space, trial_evaluator, strategy, out_dir / "nni", search.trials, search, port
+    )
     reports, failed = trial_reports(jobs)
     for job in failed:
         log.warning("trial %s ended %s without metrics; logs: %s", job.trialJobId, job.status, job.logPath)
