@@ -57,7 +57,8 @@ from ersam_ssl.data import DataConfig, DataEngine, MixtureConfig, MixtureDataset
 from ersam_ssl.data.datamodule import TEST_DOMAINS
 from ersam_ssl.data.sources import CombinedSource
 from ersam_ssl.metrics import evaluate
-from ersam_ssl.models import SAMSpace, build_model, create_model
+from ersam_ssl.models import build_model, create_model
+from ersam_ssl.models.space import as_space
 from ersam_ssl.ssl import DistillConfig, MixtureSupervision, OptimConfig, StreamDistill, datamodule_for
 from ersam_ssl.ssl.specaugment import SpecAugmentConfig
 from ersam_ssl.threads import configure_threads
@@ -117,11 +118,6 @@ def test_sets(engine: DataEngine, corpus: str, per_count: int) -> dict[str, Mixt
     return {d: engine.domain_set("test", d, n, speakers=spk).precompute() for d in DOMAINS}
 
 
-def space_of(overrides: dict | None) -> SAMSpace:
-    """The SAM space of a run: :class:`SAMSpace` defaults with ``--space`` overrides (e.g. a wider stem)."""
-    return SAMSpace(**(overrides or {}))
-
-
 def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space: dict | None = None):
     torch.manual_seed(seed)
     if name == "crnn":
@@ -130,7 +126,7 @@ def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space:
                                    seed=seed, split="normaliser", scenario=engine.renderer("randomized"))  # fmt: skip
         return fit_crnn_normaliser(model, fit_clips)
     member, _, head = name.partition("@")  # e.g. "default@ordinal": another count head
-    sam = space_of(space)
+    sam = as_space(space)  # SAMSpace defaults with the run's --space overrides (e.g. a wider stem)
     arch = {"default": sam.default, "largest": sam.largest, "smallest": sam.smallest}[member]()
     return build_model(arch, num_classes=num_classes, head=head or "classify", space=sam)
 
