@@ -62,7 +62,7 @@ from ersam_ssl.models.space import as_space
 from ersam_ssl.ssl import DistillConfig, MixtureSupervision, OptimConfig, StreamDistill, datamodule_for
 from ersam_ssl.ssl.specaugment import SpecAugmentConfig
 from ersam_ssl.threads import configure_threads
-from ersam_ssl.trainer import TrainerConfig, fit
+from ersam_ssl.trainer import TrainerConfig, averaged_module, fit
 
 from common import fit_crnn_normaliser, method_label, quiet_lightning, result_record, write_result
 
@@ -157,8 +157,13 @@ class Snapshots(pl.Callback):
         step = trainer.global_step
         if step in self.steps and all(r["step"] != step for r in self.records):
             path = self.out / f"step{step:06d}.pt"
-            torch.save(pl_module.model.state_dict(), path)
-            self.records.append({"step": step, "train_min": round(self.train_s / 60, 3), "path": str(path)})
+            averaged = averaged_module(trainer)  # with --ema the snapshots are the averaged weights ...
+            torch.save((averaged or pl_module).model.state_dict(), path)
+            record = {"step": step, "train_min": round(self.train_s / 60, 3), "path": str(path)}
+            if averaged is not None and step == self.steps[-1]:  # ... and the last one also keeps the raw
+                record["raw_path"] = str(path.with_name(f"{path.stem}-raw.pt"))  # ones (a paired A/B)
+                torch.save(pl_module.model.state_dict(), record["raw_path"])
+            self.records.append(record)
 
 
 def run_id(method: str, model: str, train: str, seed: int, steps: int, variant: str = "") -> str:
@@ -207,7 +212,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     marks = [max(1, int(round(f * args.steps))) for f in SNAPSHOTS]
     snaps = Snapshots(marks, work)
     tcfg = TrainerConfig(max_steps=args.steps, limit_val_batches=0.0, checkpoint_every_steps=args.checkpoint_every,
-                         progress_bar=args.progress, log_every_steps=50)  # fmt: skip
+                         progress_bar=args.progress, log_every_steps=50, ema_decay=args.ema)  # fmt: skip
     t0 = time.perf_counter()
     fit(module, dm, tcfg, work, name=rid, callbacks=[snaps])
     wall = time.perf_counter() - t0
@@ -227,18 +232,23 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
                 if d in ("clean", "clinical", "conversational")
             )
         )
+    final_raw, last = None, max(snaps.records, key=lambda r: r["step"])
+    if "raw_path" in last:  # the same run's last weights without averaging
+        model.load_state_dict(torch.load(last["raw_path"], weights_only=True))
+        final_raw = {c: {d: _score(model, ds) for d, ds in sets[c].items()} for c in corpora}
+        model.load_state_dict(torch.load(last["path"], weights_only=True))
     median = {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora}
     return {
         "run": rid, "method": method, "model": model_name, "train": train, "seed": seed,
         "teacher": None if teacher_info is None else {k: teacher_info[k] for k in ("run", "model", "final")},
         "variant": args.variant, "space": args.space, "spec_augment": None if spec is None else asdict(spec),
         "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
-        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "workers": args.workers,
-        "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema,
+        "workers": args.workers, "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
         "test_speakers": {c: len(speakers_of(engine, "test", c)) for c in corpora},
         "eval_clips_per_domain": args.eval_per_count * engine.num_classes,
         "params": sum(p.numel() for p in model.parameters()), "wall_s_this_call": round(wall, 1),
-        "train_min": curve[-1]["train_min"], "final": curve[-1]["scores"], "curve": curve,
+        "train_min": curve[-1]["train_min"], "final": curve[-1]["scores"], "final_without_ema": final_raw, "curve": curve,
         "median_baseline_mae": median, **result_record("accuracy"),
     }  # fmt: skip
 
@@ -407,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="EMA decay of the weights (e.g. 0.999; 0 = off): snapshots and the final model are the average")  # fmt: skip
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-per-count", type=int, default=30)
@@ -431,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (a.libri or a.ocean or a.synth):
         p.error("give --libri, --ocean and/or --synth")
+    if a.ema and not a.variant:
+        p.error("--ema needs --variant (the run names must differ from runs without averaging)")
     if a.space and not a.variant:
         p.error("--space needs --variant (the run names must differ from runs in the default space)")
     if a.eval_model and not a.name:

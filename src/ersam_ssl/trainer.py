@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -39,6 +39,10 @@ class TrainerConfig:
             RNG states saved by :class:`RNGStateCallback`, reproduces the uninterrupted run exactly. N > 0
             also writes every N steps (finer-grained, but a mid-epoch resume replays that epoch's data
             from its start, so it is not bit-identical).
+        ema_decay: 0 (default) trains plain weights; in (0, 1) keeps an exponential moving average of the
+            weights and of the BatchNorm statistics (Lightning's ``EMAWeightAveraging``, updated after every
+            optimizer step), which replaces the trained weights when training ends and is what validation
+            and checkpoints' ``state_dict`` see (the raw weights stay in the checkpoint for resuming).
         wandb: log to Weights & Biases (offline unless the user is logged in / ``WANDB_MODE=online``).
         accelerator / devices / num_nodes / strategy / precision: passed to ``pl.Trainer`` (scale-out).
     """
@@ -58,7 +62,12 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     gradient_clip_val: float = 0.0
+    ema_decay: float = 0.0
     deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"trainer.ema_decay={self.ema_decay}: must be in [0, 1) (0 turns averaging off)")
 
     @property
     def world_size(self) -> int:
@@ -97,6 +106,23 @@ class RNGStateCallback(pl.Callback):
         random.setstate(_python_state_from_tensor(rng["python"]))
 
 
+class EMA(EMAWeightAveraging):
+    """Lightning's EMA of weights and buffers, with the averaged module readable during training."""
+
+    def averaged(self) -> pl.LightningModule | None:
+        """The averaged copy of the LightningModule (None before ``fit`` sets it up)."""
+        model = self._average_model  # Lightning keeps the AveragedModel private; .module is the copy
+        return None if model is None else model.module
+
+
+def averaged_module(trainer: pl.Trainer) -> pl.LightningModule | None:
+    """The EMA copy of the module ``trainer`` trains, if ``TrainerConfig.ema_decay`` turned averaging on."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, EMA):
+            return cb.averaged()
+    return None
+
+
 def _python_state_to_tensor(state: tuple) -> dict:
     version, internal, gauss = state
     return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
@@ -133,7 +159,10 @@ def make_trainer(
         save_on_train_epoch_end=True,
         **every,
     )
-    cbs: list = [ckpt, RNGStateCallback(), LearningRateMonitor(logging_interval="step"), *(callbacks or [])]
+    cbs: list = [ckpt, RNGStateCallback(), LearningRateMonitor(logging_interval="step")]
+    if cfg.ema_decay > 0:  # before the caller's callbacks, so they see this step's average
+        cbs.append(EMA(decay=cfg.ema_decay))
+    cbs.extend(callbacks or [])
     if cfg.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=10))
     kwargs: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from ersam_ssl.data import SAMDataModule
 from ersam_ssl.metrics import CountMetrics, evaluate, plot_confusion
 from ersam_ssl.models import create_model
 from ersam_ssl.ssl.base import OptimConfig, SupervisedCounter
-from ersam_ssl.trainer import TrainerConfig, fit, make_trainer
+from ersam_ssl.trainer import TrainerConfig, averaged_module, fit, make_trainer
 
 
 def tiny_sam(num_classes=4):
@@ -136,11 +136,12 @@ class _Kill(pl.Callback):
             raise SystemExit("killed")
 
 
-def _run(engine, out, steps, seed=0, callbacks=None):
+def _run(engine, out, steps, seed=0, callbacks=None, ema_decay=0.0):
     pl.seed_everything(seed)
     dm = SAMDataModule(engine, labeled_views={"x": "weak"}, unlabeled_views=None)
     module = SupervisedCounter(create_model("sam", num_classes=4))
-    fit(module, dm, TrainerConfig(max_steps=steps, progress_bar=False), out, callbacks=callbacks)
+    cfg = TrainerConfig(max_steps=steps, progress_bar=False, ema_decay=ema_decay)
+    fit(module, dm, cfg, out, callbacks=callbacks)
     return module
 
 
@@ -153,5 +154,50 @@ def test_killed_run_resumes_to_the_identical_result(small_engine, tmp_path):
         torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     )
     resumed = _run(small_engine, tmp_path / "killed", steps=8, seed=123)  # other RNG state at start
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
+def test_ema_decay_outside_0_1_is_refused(decay):
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainerConfig(ema_decay=decay)
+
+
+class _RecordRaw(pl.Callback):
+    """After every step: the raw weights/buffers, and what ``averaged_module`` exposes at that moment."""
+
+    def __init__(self):
+        self.raw, self.seen = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.raw.append({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+        self.seen.append({k: v.detach().clone() for k, v in averaged_module(trainer).model.state_dict().items()})
+
+
+def test_ema_weights_are_the_exponential_average_of_the_trained_ones(small_engine, tmp_path):
+    decay, rec = 0.6, _RecordRaw()
+    module = _run(small_engine, tmp_path, steps=5, callbacks=[rec], ema_decay=decay)
+    assert len(rec.raw) == 5
+    avg = {k: v.double() for k, v in rec.raw[0].items()}  # the first update copies the weights
+    for t, raw in enumerate(rec.raw):
+        if t:
+            avg = {k: decay * a + (1 - decay) * raw[k].double() for k, a in avg.items()}
+        for k, a in avg.items():  # during training the average is readable after each step
+            if rec.seen[t][k].is_floating_point():
+                torch.testing.assert_close(rec.seen[t][k].double(), a, rtol=1e-5, atol=1e-6)
+    final = module.model.state_dict()
+    floats = [k for k, v in final.items() if v.is_floating_point()]
+    assert any("running_mean" in k for k in floats)  # BatchNorm statistics are averaged too
+    for k in floats:  # training ended on the average, not on the last raw weights
+        torch.testing.assert_close(final[k].double(), avg[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(final[k], rec.raw[-1][k]) for k in floats)
+
+
+def test_ema_run_killed_and_resumed_ends_identical(small_engine, tmp_path):
+    full = _run(small_engine, tmp_path / "full", steps=8, ema_decay=0.9)
+    with pytest.raises(SystemExit):
+        _run(small_engine, tmp_path / "killed", steps=8, callbacks=[_Kill(at_step=5)], ema_decay=0.9)
+    resumed = _run(small_engine, tmp_path / "killed", steps=8, seed=123, ema_decay=0.9)
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
