@@ -337,8 +337,13 @@ def _score(model, ds: MixtureDataset) -> dict:
     loader = torch.utils.data.DataLoader(ds, batch_size=64)
     with torch.inference_mode():
         m = evaluate(model, loader)
+    cm = np.asarray(m["confusion"], dtype=np.float64)  # true count x predicted count
+    counts = np.arange(cm.shape[0])
+    bias = float((cm * (counts[None, :] - counts[:, None])).sum() / max(cm.sum(), 1))
     return {"mae": round(m["mae"], 4), "error_rate": round(m["error_rate"], 4),
-            "level_error": round(1 - m["level_accuracy"], 4), "ece": round(m["ece"], 4)}  # fmt: skip
+            "level_error": round(1 - m["level_accuracy"], 4), "ece": round(m["ece"], 4),
+            "bias": round(bias, 4),  # mean predicted - true count (< 0: under-counting)
+            "per_count_mae": [round(x, 3) for x in m["per_count_mae"]]}  # fmt: skip
 
 
 def _median_mae(ds: MixtureDataset) -> float:
