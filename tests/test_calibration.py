@@ -10,6 +10,7 @@ from ersam_ssl.calibration import (
     TEMPERATURE_BOUNDS,
     calibrate,
     calibrated_probs,
+    ece_noise_floor,
     expected_calibration_error,
     fit_temperature,
     nll,
@@ -101,6 +102,24 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_classifier():
     after = expected_calibration_error(calibrated_probs(z[2000:], t), y[2000:])
     assert before > 0.1 and after < before / 3, (before, after)
     assert (calibrated_probs(z, t).argmax(1) == z.argmax(1)).all()  # the predicted class does not change
+
+
+def test_ece_noise_floor_is_what_calibrated_predictions_show_and_shrinks_with_n():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(11, 0.4), size=2000)
+    small, large = ece_noise_floor(probs[:300], draws=40), ece_noise_floor(probs, draws=20)
+    assert small["n"] == 300 and large["n"] == 2000
+    assert small["mean"] > large["mean"] > 0 and small["q"] >= small["mean"]
+    # labels drawn from the probabilities (calibrated by construction): the ECE sits under the floor's
+    # upper quantile, while an over-confident version of the same predictions sits far above it
+    y = np.array([rng.choice(11, p=p) for p in probs[:300]])
+    assert expected_calibration_error(probs[:300], y) <= small["q"] + 0.01
+    sharp = calibrated_probs(np.log(probs[:300]), 0.3)
+    assert expected_calibration_error(sharp, y) > 2 * small["q"]
+    certain = np.eye(11)[rng.integers(0, 11, 50)]  # one-hot: sampled labels always agree, floor 0
+    assert ece_noise_floor(certain, draws=10)["q"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match=r"probs \[N, C\]"):
+        ece_noise_floor(np.zeros((0, 3)))
 
 
 @pytest.fixture(scope="module")
