@@ -118,7 +118,8 @@ def test_sets(engine: DataEngine, corpus: str, per_count: int) -> dict[str, Mixt
     return {d: engine.domain_set("test", d, n, speakers=spk).precompute() for d in DOMAINS}
 
 
-def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space: dict | None = None):
+def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space: dict | None = None,
+              n_mels: int = 64):
     torch.manual_seed(seed)
     if name == "crnn":
         model = create_model("crnn", num_classes=num_classes)
@@ -128,7 +129,7 @@ def new_model(name: str, num_classes: int, engine: DataEngine, seed: int, space:
     member, _, head = name.partition("@")  # e.g. "default@ordinal": another count head
     sam = as_space(space)  # SAMSpace defaults with the run's --space overrides (e.g. a wider stem)
     arch = {"default": sam.default, "largest": sam.largest, "smallest": sam.smallest}[member]()
-    return build_model(arch, num_classes=num_classes, head=head or "classify", space=sam)
+    return build_model(arch, num_classes=num_classes, head=head or "classify", n_mels=n_mels, space=sam)
 
 
 class Snapshots(pl.Callback):
@@ -184,7 +185,7 @@ def teacher_of(args: argparse.Namespace, engine: DataEngine, seed: int):
         raise ValueError(
             f"--distill-from {args.distill_from} is seed {info['seed']}, not {seed}: same split only"
         )
-    teacher = new_model(info["model"], engine.num_classes, engine, seed, info.get("space"))
+    teacher = new_model(info["model"], engine.num_classes, engine, seed, info.get("space"), info.get("n_mels", 64))
     path = Path(args.work_dir) / args.distill_from / f"step{info['steps']:06d}.pt"
     teacher.load_state_dict(torch.load(path, weights_only=True))
     return teacher.eval(), info
@@ -199,7 +200,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     engine = engine_for(args, seed)
     corpora = [c for c in CORPORA if getattr(args, c)]
     train_spk = sorted(s for c in train.split("+") for s in speakers_of(engine, "train", c))
-    model = new_model(model_name, engine.num_classes, engine, seed, args.space)
+    model = new_model(model_name, engine.num_classes, engine, seed, args.space, args.n_mels)
     spec = SpecAugmentConfig() if args.spec_augment else None
     optim = OptimConfig(lr=args.lr, weight_decay=args.weight_decay)
     teacher, teacher_info = teacher_of(args, engine, seed)
@@ -241,7 +242,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
     return {
         "run": rid, "method": method, "model": model_name, "train": train, "seed": seed,
         "teacher": None if teacher_info is None else {k: teacher_info[k] for k in ("run", "model", "final")},
-        "variant": args.variant, "space": args.space, "spec_augment": None if spec is None else asdict(spec),
+        "variant": args.variant, "space": args.space, "n_mels": args.n_mels, "spec_augment": None if spec is None else asdict(spec),
         "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema,
         "workers": args.workers, "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
@@ -277,7 +278,7 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
     pl.seed_everything(seed, workers=True)
     engine = engine_for(args, seed, labels_per_class=args.labels_per_class)
     corpora = [c for c in CORPORA if getattr(args, c)]
-    model = new_model(model_name, engine.num_classes, engine, seed, args.space)
+    model = new_model(model_name, engine.num_classes, engine, seed, args.space, args.n_mels)
     if method != "few-only":
         model.load_state_dict(torch.load(source, weights_only=True))
     wall = 0.0
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
+    p.add_argument("--n-mels", type=int, default=64, help="mel bands of the SAM frontend (name the run with --variant)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="EMA decay of the weights (e.g. 0.999; 0 = off): snapshots and the final model are the average")  # fmt: skip
     p.add_argument("--workers", type=int, default=1)
@@ -448,8 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (a.libri or a.ocean or a.synth):
         p.error("give --libri, --ocean and/or --synth")
-    if a.ema and not a.variant:
-        p.error("--ema needs --variant (the run names must differ from runs without averaging)")
+    if (a.ema or a.n_mels != 64) and not a.variant:
+        p.error("--ema / --n-mels need --variant (the run names must differ from the default runs)")
     if a.space and not a.variant:
         p.error("--space needs --variant (the run names must differ from runs in the default space)")
     if a.eval_model and not a.name:

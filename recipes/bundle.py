@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = Path(a.work_dir) / a.run / f"step{result['steps']:06d}.pt"
     args = argparse.Namespace(libri=a.libri, ocean=a.ocean, synth=a.synth, batch_size=32, workers=0)
     engine = acc.engine_for(args, result["seed"])
-    model = acc.new_model(result["model"], engine.num_classes, engine, result["seed"], result.get("space"))
+    model = acc.new_model(result["model"], engine.num_classes, engine, result["seed"], result.get("space"),
+                          result.get("n_mels", 64))
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
 
