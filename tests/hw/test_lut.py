@@ -1,4 +1,5 @@
-"""Latency LUT on a tiny synthetic op family: structure, caching, persistence (no timing values asserted)."""
+"""Latency LUT on a tiny synthetic op family: structure, caching, persistence, machine check (no timing
+values asserted)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 from scipy import stats
 from torch import nn
 
+from ersam_ssl.hw import machine
 from ersam_ssl.hw.lut import LatencyLUT, lut_error, spec_key, summarize_errors
+from ersam_ssl.hw.machine import MachineMismatchError, machine_info
 
 
 class OpFactory:
@@ -79,7 +82,8 @@ def test_save_load_round_trip(tmp_path):
     path = lut.save(tmp_path / "sub" / "lut.json")
     assert sorted(p.name for p in path.parent.iterdir()) == ["lut.json"]  # no temp file left behind
     data = json.loads(path.read_text())
-    assert data["version"] == 1 and data["settings"]["repeats"] == 2 and "host" in data["meta"]
+    assert data["version"] == 1 and data["settings"]["repeats"] == 2
+    assert data["meta"]["machine"] == machine_info(1)
 
     loaded = LatencyLUT.load(path)
     assert loaded.entries == lut.entries and loaded.repeats == 2
@@ -97,6 +101,23 @@ def test_save_overwrites_atomically(tmp_path):
     LatencyLUT({spec_key(lin(1, 1)): 1.0}).save(path)
     LatencyLUT({spec_key(lin(2, 2)): 2.0}).save(path)
     assert LatencyLUT.load(path).entries == {spec_key(lin(2, 2)): 2.0}
+
+
+def test_load_refuses_a_table_from_another_machine(tmp_path, monkeypatch):
+    path = LatencyLUT({spec_key(lin(1, 1)): 1.0}).save(tmp_path / "lut.json")
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Some Other CPU")
+    with pytest.raises(
+        MachineMismatchError, match=r"lut.json was measured elsewhere \(cpu .* vs 'Some Other CPU' here\)"
+    ):
+        LatencyLUT.load(path)
+    assert LatencyLUT.load(path, check=False).entries == {spec_key(lin(1, 1)): 1.0}  # to inspect it
+    monkeypatch.undo()
+    with pytest.raises(MachineMismatchError, match="threads 1 vs 2 here"):
+        LatencyLUT.load(path, threads=2)
+    unmarked = tmp_path / "old.json"
+    unmarked.write_text(json.dumps({"version": 1, "meta": {"host": {}}, "entries": {}}))
+    with pytest.raises(MachineMismatchError, match="does not say which machine"):
+        LatencyLUT.load(unmarked)
 
 
 def test_load_rejects_other_versions(tmp_path):

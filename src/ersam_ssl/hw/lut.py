@@ -1,28 +1,32 @@
-"""Per-op latency lookup table: predict a model's latency as the sum of its ops' measured latencies.
+"""Per-op latency lookup table: a model's latency as the sum of its ops' measured latencies.
 
 Hardware-aware NAS (ProxylessNAS, Cai et al., ICLR 2019; once-for-all, Cai et al., ICLR 2020; ERSAM,
 Li et al., ICASSP 2023) avoids timing every candidate by timing each distinct layer configuration once
 and summing. An op is a JSON-able spec (``{"op": "mbconv", ...}`` from ``models.layer_specs``);
-``make_op(spec) -> (module, example_input)`` builds it with its real input shape. The sum ignores
-framework overhead between ops and cache effects across them, so absolute errors of 10-30 % are
-common; what search needs is the ranking, which :func:`lut_error` measures (Spearman's rho).
+``make_op(spec) -> (module, example_input)`` builds it with its real input shape. The sum misses what
+happens between ops (framework overhead, cold caches): it under-predicts whole models. The correction
+fitted on measured models (:mod:`ersam_ssl.hw.latency_fit`, :mod:`ersam_ssl.hw.latency_predictor`)
+models that; :func:`lut_error` measures either against whole-model timings (mean error, Spearman's rho),
+and ``benchmarks/cost_models.py`` reports both (``benchmarks/results/cost_models.json``).
+
+A table records the machine it was measured on (:func:`ersam_ssl.hw.machine.machine_info`) and
+:meth:`LatencyLUT.load` refuses a table from another CPU, thread count or torch version.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ersam_ssl.fileio import write_json
 from ersam_ssl.hw.latency import LatencyReport, measure_torch_latency
+from ersam_ssl.hw.machine import check_machine, machine_info
 
 __all__ = ["IGNORED_SPEC_FIELDS", "LUTError", "LatencyLUT", "lut_error", "spec_key", "summarize_errors"]
 
@@ -41,15 +45,6 @@ def spec_key(spec: Mapping[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
 
-def _host_info() -> dict[str, Any]:
-    return {
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-
-
 class LatencyLUT:
     """Median single-op latencies (ms) keyed by canonical op spec (:func:`spec_key`), measured on this CPU.
 
@@ -58,7 +53,8 @@ class LatencyLUT:
         make_op: Builds ``(module, example_input)`` from a spec; with it, unknown specs are measured
             lazily (and cached); without it, :meth:`predict` raises ``KeyError`` on unknown specs.
         threads, warmup, repeats: Measurement settings (see :func:`measure_torch_latency`).
-        meta: Free-form metadata saved with the table (host, torch version, settings).
+        meta: Metadata saved with the table; by default ``{"machine": machine_info(threads)}``, which
+            :meth:`load` checks against the machine that loads it.
     """
 
     def __init__(
@@ -76,7 +72,7 @@ class LatencyLUT:
         self.threads = threads
         self.warmup = warmup
         self.repeats = repeats
-        self.meta: dict[str, Any] = dict(meta) if meta else {"host": _host_info()}
+        self.meta: dict[str, Any] = dict(meta) if meta else {"machine": machine_info(threads)}
         self.num_measured = 0  # ops measured by this instance (not loaded)
 
     @classmethod
@@ -140,21 +136,53 @@ class LatencyLUT:
         return write_json(path, self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def load(cls, path: str | Path, make_op: MakeOp | None = None) -> LatencyLUT:
-        """Read a table written by :meth:`save`; attach ``make_op`` to measure unknown ops lazily."""
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        make_op: MakeOp | None = None,
+        *,
+        check: bool = True,
+        threads: int | None = None,
+        source: str = "latency table",
+    ) -> LatencyLUT:
+        """Inverse of :meth:`to_dict`. With ``check``, a table measured on another machine (CPU model, torch
+        version; see :mod:`ersam_ssl.hw.machine`) or, if ``threads`` is given, with another thread count
+        raises ``MachineMismatchError``."""
         if data.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported LUT format version {data.get('version')!r}")
+            raise ValueError(f"{source}: unsupported LUT format version {data.get('version')!r}")
         settings = data.get("settings", {})
+        saved_threads = int(settings.get("threads", 1))
+        meta = data.get("meta") or {}
+        if check:
+            here = machine_info(saved_threads if threads is None else threads)
+            check_machine(meta.get("machine"), here, source)
         return cls(
             {str(k): float(v) for k, v in data["entries"].items()},
             make_op=make_op,
-            threads=int(settings.get("threads", 1)),
+            threads=saved_threads,
             warmup=int(settings.get("warmup", 5)),
             repeats=int(settings.get("repeats", 20)),
-            meta=data.get("meta"),
+            meta=meta,
         )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        make_op: MakeOp | None = None,
+        *,
+        check: bool = True,
+        threads: int | None = None,
+    ) -> LatencyLUT:
+        """Read a table written by :meth:`save`; attach ``make_op`` to measure unknown ops lazily.
+
+        A table from another machine (or not measured with ``threads`` threads, if given) raises
+        ``MachineMismatchError`` unless ``check=False`` (e.g. to inspect it: its values do not describe
+        this machine).
+        """
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return cls.from_dict(data, make_op, check=check, threads=threads, source=str(path))
 
 
 @dataclass(frozen=True)
