@@ -58,8 +58,8 @@ class CostModel:
         lut: The predictor for ``latency="lut"``: a :class:`LatencyPredictor`, or a :class:`LatencyLUT` whose
             raw sum is the prediction. If None (SAM space, default builders), this machine's persisted,
             corrected predictor of the default space (:func:`~ersam_ssl.hw.latency_predictor.
-            sam_latency_predictor`), loaded on first use or measured and saved then (well under a minute, once per
-            machine). Custom builders need an explicit ``lut``.
+            sam_latency_predictor`), loaded on first use, or measured and saved then (under a minute,
+            once per machine). Custom builders need an explicit ``lut``.
         build_model: ``arch -> nn.Module`` taking a waveform ``[1, num_samples]``. Defaults to
             ``ersam_ssl.models.build_model(arch, num_classes=num_classes)``.
         layer_specs: ``arch -> list of op specs`` for the LUT (default ``models.layer_specs`` with
@@ -73,7 +73,8 @@ class CostModel:
         threads, warmup, repeats: Host latency measurement settings.
         fold_bn: Count BatchNorm as folded (0 MACs).
         latency_dir: Folder of the persisted per-machine latency tables (default
-            :func:`~ersam_ssl.hw.machine.latency_dir`: ``$ERSAM_SSL_LATENCY_DIR`` or ``~/.cache/ersam_ssl/latency``).
+            :func:`~ersam_ssl.hw.machine.latency_dir`: ``$ERSAM_SSL_LATENCY_DIR`` or
+            ``~/.cache/ersam_ssl/latency``).
 
     ``device_latency_ms`` and the energy come from MACs for phone profiles (``latency_model: macs``) and
     from the host latency for ``latency_model: measured`` profiles (which need ``latency != "none"``).

@@ -72,14 +72,15 @@ class Calibration:
         archs: The calibration members.
         measured_ms: Median whole-model latency of each member.
         correction: The fitted correction.
-        settings: ``{"warmup", "repeats"}`` of the whole-model timings.
+        settings: ``{"warmup", "repeats"}`` of the whole-model timings and the requested ``"form"`` (e.g.
+            ``"auto"``; the chosen one is ``correction.form``).
     """
 
     context: dict[str, Any]
     archs: tuple[dict, ...]
     measured_ms: tuple[float, ...]
     correction: LatencyCorrection
-    settings: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
