@@ -33,7 +33,12 @@ from ersam_ssl.hw.energy import (
     load_profile,
     report_energy,
 )
-from ersam_ssl.hw.latency import LatencyReport, measure_onnx_latency, measure_torch_latency
+from ersam_ssl.hw.latency import (
+    LatencyReport,
+    measure_interleaved,
+    measure_onnx_latency,
+    measure_torch_latency,
+)
 from ersam_ssl.hw.latency_fit import LatencyCorrection, fit_correction
 from ersam_ssl.hw.latency_predictor import LatencyPredictor, load_or_build, sam_latency_predictor
 from ersam_ssl.hw.lut import LatencyLUT, LUTError, lut_error, spec_key
@@ -66,6 +71,7 @@ __all__ = [
     "machine_info",
     "machine_key",
     "matmul_macs",
+    "measure_interleaved",
     "measure_onnx_latency",
     "measure_torch_latency",
     "mel_filterbank_macs",
