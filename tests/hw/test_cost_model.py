@@ -17,7 +17,6 @@ from ersam_ssl.hw import (
     sam_latency_predictor,
     spec_key,
 )
-from ersam_ssl.hw.latency import LatencyReport
 
 
 def _toy_space():
@@ -116,15 +115,16 @@ def test_default_cost_model_uses_this_machines_persisted_corrected_predictor(mon
 
     measured = []
 
-    def fake_measure(model, num_samples=80000, threads=1, warmup=10, repeats=50, *, example_input=None):
-        ms = 0.1 + 1e-4 * sum(p.numel() for p in model.parameters()) * (
-            1.0 if example_input is not None else 1.4
-        )
-        measured.append(ms)
-        return LatencyReport(ms, ms, ms, ms, 0.0, repeats, threads, "torch")
+    def fake_interleaved(models, num_samples=80000, threads=1, warmup=5, rounds=30, *, example_inputs=None):
+        is_op = example_inputs is not None
+        batch = [
+            0.1 + 1e-4 * sum(p.numel() for p in m.parameters()) * (1.0 if is_op else 1.4) for m in models
+        ]
+        measured.extend(batch)
+        return batch
 
-    monkeypatch.setattr(lut, "measure_torch_latency", fake_measure)
-    monkeypatch.setattr(latency_predictor, "measure_torch_latency", fake_measure)
+    monkeypatch.setattr(lut, "measure_interleaved", fake_interleaved)
+    monkeypatch.setattr(latency_predictor, "measure_interleaved", fake_interleaved)
     settings = {"num_samples": 1600, "warmup": 0, "repeats": 1}
     model = CostModel("host", latency="lut", latency_dir=tmp_path, **settings)
     assert model.lut is None and measured == []  # nothing measured before it is needed

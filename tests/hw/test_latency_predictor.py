@@ -1,7 +1,8 @@
 """The persisted, corrected latency predictor, with the clock replaced: what is measured, saved, reused, refused.
 
-Timing is not the point here, so ``measure_torch_latency`` is monkeypatched: an op "takes" the latency its
-module carries, and a whole model the latency its builder computed from a known formula.
+Timing is not the point here, so ``measure_interleaved`` is monkeypatched: an op "takes" the latency its
+module carries, and a whole model the latency its builder computed from a known formula. Timing one module
+alone (``measure_torch_latency``) fails: tables and calibrations are timed interleaved.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from torch import nn
 from ersam_ssl.hw import latency_predictor as lp
 from ersam_ssl.hw import lut as lut_module
 from ersam_ssl.hw import machine
-from ersam_ssl.hw.latency import LatencyReport
 from ersam_ssl.hw.latency_fit import IDENTITY, LatencyCorrection
 from ersam_ssl.hw.latency_predictor import (
     Calibration,
@@ -73,19 +73,39 @@ CALIBRATION = [{"sizes": list(random.Random(i).choices(SIZES, k=1 + i % 6))} for
 CONTEXT = {"space": "toy"}
 
 
+def timed_alone(*args, **kwargs):
+    raise AssertionError("a module was timed alone, not interleaved with the others")
+
+
+class Timings(list):
+    """The latencies of the modules timed (in order), and ``batches``: the modules timed together."""
+
+    batches: list[list[float]]
+
+
+def use_fake_timer(monkeypatch, ms_of) -> Timings:
+    """Replace the timer: a module "takes" ``ms_of(module, example_input)`` (None: a whole model)."""
+    timings = Timings()
+    timings.batches = []
+
+    def fake_interleaved(models, num_samples=80000, threads=1, warmup=5, rounds=30, *, example_inputs=None):
+        inputs = [None] * len(models) if example_inputs is None else example_inputs
+        batch = [ms_of(m, x) for m, x in zip(models, inputs)]
+        timings.extend(batch)
+        timings.batches.append(batch)
+        return batch
+
+    monkeypatch.setattr(lut_module, "measure_interleaved", fake_interleaved)
+    monkeypatch.setattr(lp, "measure_interleaved", fake_interleaved)
+    monkeypatch.setattr(lut_module, "measure_torch_latency", timed_alone)
+    return timings
+
+
 @pytest.fixture
 def clock(monkeypatch):
-    """Replace the timer: returns the list of modules "measured" (ops and whole models)."""
-    measured: list[float] = []
-
-    def fake_measure(model, num_samples=80000, threads=1, warmup=10, repeats=50, *, example_input=None):
-        measured.append(model.ms)
-        return LatencyReport(model.ms, model.ms, model.ms, model.ms, 0.0, repeats, threads, "torch")
-
-    monkeypatch.setattr(lut_module, "measure_torch_latency", fake_measure)
-    monkeypatch.setattr(lp, "measure_torch_latency", fake_measure)
+    """Replace the timer: returns the latencies of the modules "measured" (ops and whole models)."""
     monkeypatch.setattr(machine, "cpu_model", lambda: "Fake CPU")
-    return measured
+    return use_fake_timer(monkeypatch, lambda module, _: module.ms)
 
 
 def build(tmp_path, **kwargs) -> LatencyPredictor:
@@ -120,6 +140,37 @@ def test_builds_fits_saves_then_reuses(clock, tmp_path):
     assert clock == []
     assert again.correction == predictor.correction and again.lut.entries == predictor.lut.entries
     assert again.calibration == predictor.calibration
+
+
+def test_table_and_calibration_are_timed_interleaved(clock, monkeypatch, tmp_path):
+    """Ops are timed together a chunk at a time (saved after each), the calibration members all together."""
+    monkeypatch.setattr(lp, "_SAVE_EVERY", 4)
+    saved_sizes = []
+    real_write_store = lp.write_store
+
+    def spy_write_store(path, lut, calibrations):
+        saved_sizes.append(len(lut))
+        return real_write_store(path, lut, calibrations)
+
+    monkeypatch.setattr(lp, "write_store", spy_write_store)
+    build(tmp_path)
+    op_batches = [[op_ms(s) for s in ALL_OPS[:4]], [op_ms(s) for s in ALL_OPS[4:]]]
+    assert clock.batches == [*op_batches, [build_model(a).ms for a in CALIBRATION]]
+    assert saved_sizes[:2] == [4, 6]  # after each chunk; then with the calibration
+
+
+def test_calibration_timed_by_the_caller_is_fitted_and_stored(clock, tmp_path):
+    """A caller that timed the calibration members (with other members, in the same rounds) passes their
+    latencies: only the table is timed, and the correction fits them."""
+    given = [2 * build_model(a).ms for a in CALIBRATION]  # e.g. timed on a slower afternoon
+    predictor = build(tmp_path, calibration_ms=given)
+    assert len(clock) == len(ALL_OPS) and len(clock.batches) == 1  # no whole model timed here
+    assert predictor.calibration.measured_ms == pytest.approx(given)
+    assert predictor.correction.coef == pytest.approx([2 * SCALE, 2 * PER_OP])
+    clock.clear()
+    assert build(tmp_path).calibration == predictor.calibration and clock == []  # stored and reused
+    with pytest.raises(ValueError, match="got 2 calibration latencies for 12 members"):
+        build(tmp_path, calibration_ms=[1.0, 2.0])
 
 
 def test_store_round_trip(clock, tmp_path):
@@ -246,15 +297,14 @@ def test_sam_predictor_covers_every_member_of_the_space(monkeypatch, tmp_path):
     def ms_of(module) -> float:  # per op: 0.1 ms plus 1 ms per 10k parameters
         return 1e-4 * (1000 + sum(p.numel() for p in module.parameters()))
 
-    def fake_measure(model, num_samples=80000, threads=1, warmup=10, repeats=50, *, example_input=None):
+    def fake_ms(model, example_input) -> float:
         ms = ms_of(model)
         if example_input is None:  # a whole model: 4 ops besides its blocks, and 30 % more than their sum
             num_ops = 4 + sum(isinstance(m, MBConv1d) for m in model.modules())
             ms = 1.3 * (ms + 0.1 * (num_ops - 1))
-        return LatencyReport(ms, ms, ms, ms, 0.0, repeats, threads, "torch")
+        return ms
 
-    monkeypatch.setattr(lut_module, "measure_torch_latency", fake_measure)
-    monkeypatch.setattr(lp, "measure_torch_latency", fake_measure)
+    use_fake_timer(monkeypatch, fake_ms)
     space = tiny_space()
     predictor = sam_latency_predictor(space, num_samples=1600, num_classes=4, warmup=0, repeats=1,
                                       calibration_archs=10, directory=tmp_path)  # fmt: skip

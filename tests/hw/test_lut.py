@@ -55,6 +55,35 @@ def test_build_measures_each_distinct_op_once():
     assert len(factory.calls) == 2
 
 
+def test_fill_times_missing_ops_interleaved_a_chunk_at_a_time(monkeypatch):
+    from ersam_ssl.hw import lut as lut_module
+
+    batches = []
+
+    def fake_interleaved(models, num_samples=80000, threads=1, warmup=5, rounds=30, *, example_inputs=None):
+        assert (warmup, rounds) == (1, 3) and len(example_inputs) == len(models)
+        batches.append([m.out_features for m in models])
+        return [float(m.out_features) for m in models]
+
+    def timed_alone(*args, **kwargs):
+        raise AssertionError("an op was timed alone")
+
+    monkeypatch.setattr(lut_module, "measure_interleaved", fake_interleaved)
+    monkeypatch.setattr(lut_module, "measure_torch_latency", timed_alone)
+    lut = LatencyLUT({spec_key(lin(1, 1)): 0.5}, make_op=OpFactory(), warmup=1, repeats=3)
+    chunks_done = []
+    specs = [lin(1, 1), lin(1, 2), lin(1, 3), lin(1, 2), lin(1, 4), lin(1, 5), lin(1, 6)]
+    assert lut.fill(specs, chunk=2, after_chunk=lambda: chunks_done.append(len(lut))) == 5
+    assert batches == [[2, 3], [4, 5], [6]]  # distinct and missing only, in order
+    assert chunks_done == [3, 5, 6] and lut.num_measured == 5
+    assert lut.latency_ms(lin(1, 4)) == 4.0 and lut.latency_ms(lin(1, 1)) == 0.5
+    assert lut.fill(specs) == 0 and len(batches) == 3  # nothing missing: nothing timed
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        lut.fill([lin(2, 2)], chunk=0)
+    with pytest.raises(KeyError, match="cannot measure 1 ops: this LUT has no make_op"):
+        LatencyLUT().fill([lin(2, 2)])
+
+
 def test_predict_is_the_sum_of_entries():
     lut = LatencyLUT({spec_key(lin(1, 1)): 1.5, spec_key(lin(2, 2)): 0.25})
     assert lut.predict([lin(1, 1), lin(2, 2), lin(1, 1)]) == pytest.approx(3.25)

@@ -10,6 +10,10 @@ same machine load it instead of measuring. A file from another machine is refuse
 fewer warm-up or timed runs than asked for is measured again. :func:`sam_latency_predictor` does all this
 for a SAM search space; ``CostModel(latency="lut")`` uses it by default.
 
+Everything is timed interleaved (:func:`~ersam_ssl.hw.latency.measure_interleaved`): the table's ops a chunk
+at a time, the calibration members all together, so that the drifting speed of a shared machine does not
+reorder them.
+
 File layout::
 
     {"version": 1, "meta": {"machine": {...}}, "settings": {"threads", "warmup", "repeats"},
@@ -33,9 +37,9 @@ from typing import Any
 from torch import nn
 
 from ersam_ssl.fileio import write_json
-from ersam_ssl.hw.latency import measure_torch_latency
+from ersam_ssl.hw.latency import measure_interleaved
 from ersam_ssl.hw.latency_fit import DEFAULT_FORM, IDENTITY, LatencyCorrection, fit_correction
-from ersam_ssl.hw.lut import LatencyLUT, MakeOp
+from ersam_ssl.hw.lut import CHUNK, LatencyLUT, MakeOp
 from ersam_ssl.hw.machine import latency_dir, machine_info, machine_key
 
 __all__ = [
@@ -55,7 +59,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_SAVE_EVERY = 64  # ops measured between saves while filling a table (a killed build resumes from there)
+_SAVE_EVERY = CHUNK  # ops timed together, then saved, while filling a table (a killed build resumes there)
 
 
 def context_key(context: Mapping[str, Any]) -> str:
@@ -70,7 +74,7 @@ class Calibration:
     Attributes:
         context: What the members are (e.g. ``{"space": ..., "num_samples": ..., ...}``).
         archs: The calibration members.
-        measured_ms: Median whole-model latency of each member.
+        measured_ms: Median whole-model latency of each member (timed interleaved with each other).
         correction: The fitted correction.
         settings: ``{"warmup", "repeats"}`` of the whole-model timings and the requested ``"form"`` (e.g.
             ``"auto"``; the chosen one is ``correction.form``).
@@ -149,13 +153,10 @@ def measure_models(
     warmup: int = 5,
     repeats: int = 20,
 ) -> list[float]:
-    """Median latency (ms) of each whole model on a waveform ``[1, num_samples]`` (:func:`measure_torch_latency`)."""
-    return [
-        measure_torch_latency(
-            build_model(arch), num_samples, threads=threads, warmup=warmup, repeats=repeats
-        ).median_ms
-        for arch in archs
-    ]
+    """Median latency (ms) of each whole model on a waveform ``[1, num_samples]``, all timed in the same
+    ``repeats`` rounds (:func:`~ersam_ssl.hw.latency.measure_interleaved`): comparable with each other."""
+    models = [build_model(arch) for arch in archs]
+    return measure_interleaved(models, num_samples, threads, warmup, rounds=repeats)
 
 
 def fit_calibration(
@@ -244,6 +245,7 @@ def load_or_build(
     path: str | Path | None = None,
     directory: str | Path | None = None,
     remeasure: bool = False,
+    calibration_ms: Sequence[float] | None = None,
 ) -> LatencyPredictor:
     """This machine's corrected predictor for ``context``: loaded from its file, completed and saved if needed.
 
@@ -261,6 +263,10 @@ def load_or_build(
             leave-one-out error on the calibration members).
         path: The file (default :func:`predictor_path` under ``directory``).
         remeasure: Ignore an existing file and measure everything again.
+        calibration_ms: The latencies of ``calibration_archs``, measured by the caller with ``warmup`` /
+            ``repeats`` (e.g. in the same interleaved rounds as members it evaluates the predictor on, so
+            that both see the same machine speed): the correction is fitted on them and stored instead of
+            timing the members again.
 
     Raises:
         MachineMismatchError: ``path`` holds a table measured on another machine.
@@ -280,16 +286,19 @@ def load_or_build(
     if missing:
         log.info("measuring %d ops missing from the latency table %s", len(missing), path)
         start = time.perf_counter()
-        for i, spec in enumerate(missing, 1):
-            lut.latency_ms(spec)
-            if i % _SAVE_EVERY == 0:
-                write_store(path, lut, calibrations)
-        write_store(path, lut, calibrations)
-        log.info("measured %d ops in %.1f s", len(missing), time.perf_counter() - start)
+        count = lut.fill(missing, _SAVE_EVERY, after_chunk=lambda: write_store(path, lut, calibrations))
+        log.info("measured %d ops in %.1f s", count, time.perf_counter() - start)
 
     key = context_key(context)
     calibration = calibrations.get(key)
-    if (
+    if calibration_ms is not None:
+        if len(calibration_ms) != len(calibration_archs):
+            raise ValueError(
+                f"got {len(calibration_ms)} calibration latencies for {len(calibration_archs)} members"
+            )
+        calibration = fit_calibration(lut, calibration_archs, calibration_ms, layer_specs, context=context,
+                                      form=form, settings={"warmup": warmup, "repeats": repeats})  # fmt: skip
+    elif (
         calibration is None
         or list(calibration.archs) != list(calibration_archs)
         or not _fresh_enough(calibration.settings, warmup, repeats)
@@ -372,9 +381,12 @@ def sam_latency_predictor(
     directory: str | Path | None = None,
     path: str | Path | None = None,
     remeasure: bool = False,
+    calibration_ms: Sequence[float] | None = None,
 ) -> LatencyPredictor:
     """:func:`load_or_build` for the members of a SAM search space (``space``: a ``SAMSpace``, its ``to_dict()``
-    or None for the default) built with these model settings, calibrated on :func:`calibration_members`."""
+    or None for the default) built with these model settings, calibrated on :func:`calibration_members`
+    (``calibration_archs`` of them, drawn with ``seed``; ``calibration_ms``: their latencies, if the caller
+    measured them)."""
     # imported here so that ``hw`` does not depend on ``models``
     from ersam_ssl.models import build_model, layer_specs, make_op, space_op_specs
     from ersam_ssl.models.space import as_space
@@ -403,4 +415,5 @@ def sam_latency_predictor(
         path=path,
         directory=directory,
         remeasure=remeasure,
+        calibration_ms=calibration_ms,
     )

@@ -9,6 +9,10 @@ fitted on measured models (:mod:`ersam_ssl.hw.latency_fit`, :mod:`ersam_ssl.hw.l
 models that; :func:`lut_error` measures either against whole-model timings (mean error, Spearman's rho),
 and ``benchmarks/cost_models.py`` reports both (``benchmarks/results/cost_models.json``).
 
+The ops of a table are timed interleaved, a chunk at a time (:meth:`LatencyLUT.fill`,
+:func:`~ersam_ssl.hw.latency.measure_interleaved`), so that the machine's drifting speed does not reorder
+them; an op looked up lazily is timed alone.
+
 A table records the machine it was measured on (:func:`ersam_ssl.hw.machine.machine_info`) and
 :meth:`LatencyLUT.load` refuses a table from another CPU, thread count or torch version.
 """
@@ -25,13 +29,15 @@ import numpy as np
 from torch import nn
 
 from ersam_ssl.fileio import write_json
-from ersam_ssl.hw.latency import LatencyReport, measure_torch_latency
+from ersam_ssl.hw.latency import LatencyReport, measure_interleaved, measure_torch_latency
 from ersam_ssl.hw.machine import check_machine, machine_info
 
 __all__ = ["IGNORED_SPEC_FIELDS", "LUTError", "LatencyLUT", "lut_error", "spec_key", "summarize_errors"]
 
 MakeOp = Callable[[dict], tuple[nn.Module, Any]]
 _FORMAT_VERSION = 1
+#: Ops timed in the same interleaved rounds by :meth:`LatencyLUT.fill` (all of them in memory at once).
+CHUNK = 64
 
 
 # Fields that say where an op sits in a model, not what it computes: two ops that differ only here
@@ -84,10 +90,9 @@ class LatencyLUT:
         warmup: int = 5,
         repeats: int = 20,
     ) -> LatencyLUT:
-        """Measure every distinct spec in ``specs`` once and keep ``make_op`` for lazy measurement."""
+        """Measure every distinct spec in ``specs`` once (:meth:`fill`) and keep ``make_op`` for lazy measurement."""
         lut = cls(make_op=make_op, threads=threads, warmup=warmup, repeats=repeats)
-        for spec in specs:
-            lut.latency_ms(spec)
+        lut.fill(specs)
         return lut
 
     def __len__(self) -> int:
@@ -110,6 +115,40 @@ class LatencyLUT:
         )
         self.num_measured += 1
         return report
+
+    def fill(
+        self,
+        specs: Iterable[Mapping[str, Any]],
+        chunk: int = CHUNK,
+        after_chunk: Callable[[], Any] | None = None,
+    ) -> int:
+        """Measure every distinct spec of ``specs`` missing from the table, ``chunk`` ops at a time timed
+        interleaved (:func:`~ersam_ssl.hw.latency.measure_interleaved`, ``repeats`` rounds), and call
+        ``after_chunk`` after each chunk (e.g. to save, so that a killed build resumes). Returns how many
+        ops were measured."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        missing = {spec_key(s): dict(s) for s in specs if spec_key(s) not in self.entries}
+        if missing and self.make_op is None:
+            raise KeyError(f"cannot measure {len(missing)} ops: this LUT has no make_op attached")
+        todo = list(missing.items())
+        for start in range(0, len(todo), chunk):
+            keys, built = [], []
+            for key, spec in todo[start : start + chunk]:
+                keys.append(key)
+                built.append(self.make_op(spec))
+            medians = measure_interleaved(
+                [module for module, _ in built],
+                threads=self.threads,
+                warmup=self.warmup,
+                rounds=self.repeats,
+                example_inputs=[example for _, example in built],
+            )
+            self.entries.update(zip(keys, medians))
+            self.num_measured += len(keys)
+            if after_chunk is not None:
+                after_chunk()
+        return len(todo)
 
     def latency_ms(self, spec: Mapping[str, Any]) -> float:
         """Median latency of one op: from the table, or measured now (if ``make_op`` is attached)."""
@@ -229,28 +268,25 @@ def lut_error(
     warmup: int = 5,
     repeats: int = 20,
 ) -> LUTError:
-    """Compare the LUT's prediction with the measured latency of each whole model.
+    """Compare the LUT's prediction with the measured latency of each whole model (timed interleaved).
 
     Args:
-        lut: The table (ops missing from it are measured lazily if it has ``make_op``).
+        lut: The table (ops missing from it are measured first, :meth:`LatencyLUT.fill`, if it has
+            ``make_op``).
         archs: Architecture dicts.
         build_model: ``arch -> nn.Module`` taking a waveform ``[1, num_samples]``.
         layer_specs: ``arch -> list of op specs`` (the same decomposition the LUT was built from).
     """
-    rows = []
-    for arch in archs:
-        predicted = lut.predict(layer_specs(arch))
-        model = build_model(arch)
-        measured = measure_torch_latency(
-            model, num_samples=num_samples, threads=threads, warmup=warmup, repeats=repeats
-        ).median_ms
-        rows.append(
-            {
-                "arch": arch,
-                "predicted_ms": predicted,
-                "measured_ms": measured,
-                "rel_error": (predicted - measured) / measured,
-            }
-        )
+    specs = [layer_specs(arch) for arch in archs]
+    if lut.make_op is not None:
+        lut.fill(s for arch_specs in specs for s in arch_specs)
+    predicted = [lut.predict(arch_specs) for arch_specs in specs]
+    measured = measure_interleaved(
+        [build_model(arch) for arch in archs], num_samples, threads, warmup, rounds=repeats
+    )
+    rows = [
+        {"arch": arch, "predicted_ms": p, "measured_ms": m, "rel_error": (p - m) / m}
+        for arch, p, m in zip(archs, predicted, measured)
+    ]
     mape, mpe, rho = summarize_errors([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     return LUTError(tuple(rows), mape, mpe, rho)
