@@ -10,14 +10,24 @@ Prints, and writes to ``benchmarks/results/cost_models.json``:
    size, coverage of the held-out members' ops, mean |error|, mean signed error and Spearman's rho of the
    raw per-op sum and of the corrected prediction, and of every candidate correction form
    (``hw.latency_fit.FORMS``) fitted on the same calibration measurements. Targets: mean |error| <= 10 %,
-   rho >= 0.95.
+   rho >= 0.95;
+3. the measurement's own noise, which bounds what any predictor can be shown to reach on this machine: the
+   held-out members are timed in two independent passes; the passes' Spearman's rho and mean |difference|,
+   and what a perfect predictor would score against one noisy pass, are reported next to the predictor's
+   figures, and the targets are judged against them.
+
+Calibration and held-out members are timed together, interleaved (``hw.measure_interleaved``: in each
+round every member runs once), so that the drifting speed of a shared machine moves both alike: the
+correction is fitted on the calibration members' timings of the first pass, and judged on the held-out
+members' timings of the same pass. The table's ops are timed interleaved too, 64 at a time.
 
 The table and calibration live in this machine's latency file (``$ERSAM_SSL_LATENCY_DIR`` or
-``~/.cache/ersam_ssl/latency``), which later searches reuse. An existing file timed with at least these
-settings is reused (so a killed run resumes); ``--remeasure`` times everything again. Timings need an
-idle machine: the load average before and after is recorded.
+``~/.cache/ersam_ssl/latency``), which later searches reuse. An existing table timed with at least these
+settings is reused (so a killed run resumes); ``--remeasure`` times it again. Timings need an idle
+machine: the load average before and after is recorded.
 
     python benchmarks/cost_models.py --remeasure [--repeats 30] [--calibration-archs 40] [--test-archs 60]
+        [--passes 2]
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import logging
 import os
 from functools import partial
 
+import numpy as np
 import torch
 
 from ersam_ssl.hw import (
@@ -42,6 +53,7 @@ from ersam_ssl.hw import (
 from ersam_ssl.hw.latency_fit import FORMS
 from ersam_ssl.hw.latency_predictor import (
     LatencyPredictor,
+    calibration_members,
     distinct_members,
     fit_calibration,
     measure_models,
@@ -118,12 +130,45 @@ def errors(predicted: list[float], measured: list[float]) -> dict[str, float]:
     return {"mean_abs_pct_error": mape, "mean_pct_error": mpe, "spearman": rho}
 
 
+def retest(first: list[float], second: list[float], level: float) -> dict[str, float]:
+    """How well a second timing pass agrees with the first: Spearman, mean |difference| % (and signed) of the
+    second against the first, and the mean |difference| once the second is scaled by ``level`` (the ratio
+    of the passes' overall levels, which a correction fitted within one pass never sees)."""
+    agreement = errors(second, first)
+    agreement["mean_abs_pct_error_level_matched"] = errors([level * t for t in second], first)[
+        "mean_abs_pct_error"
+    ]
+    return {k.replace("error", "diff"): v for k, v in agreement.items()}
+
+
+def perfect_predictor(agreement: dict[str, float]) -> dict[str, float]:
+    """What a predictor of the true latency would score against one noisy pass, estimated from two passes
+    with independent noise: Spearman about sqrt(test-retest rho) (the reliability index), mean |error|
+    about the level-matched mean |difference| / sqrt(2) (the difference holds two passes' noise)."""
+    return {
+        "spearman": float(np.sqrt(max(agreement["spearman"], 0.0))),
+        "mean_abs_pct_error": agreement["mean_abs_pct_diff_level_matched"] / np.sqrt(2),
+    }
+
+
 def predictor_accuracy(args: argparse.Namespace) -> dict:
     space = SAMSpace()
     specs_of = partial(layer_specs, num_samples=args.num_samples)
     timing = {"threads": args.threads, "warmup": args.warmup, "repeats": args.repeats}
     path = predictor_path(args.threads, args.latency_dir)
     reused_file = path.exists() and not args.remeasure
+
+    # calibration and held-out members in one pool, timed in the same interleaved rounds, twice
+    calibration_archs = calibration_members(space, args.calibration_archs, args.seed)
+    test_archs = distinct_members(space, args.test_archs, args.seed + 1, exclude=calibration_archs)
+    pool, n = calibration_archs + test_archs, len(calibration_archs)
+    with timed() as pool_timer:
+        passes = [
+            measure_models(pool, build_model, num_samples=args.num_samples, **timing)
+            for _ in range(args.passes)
+        ]
+    measured = passes[0][n:]
+
     with timed() as build:
         predictor = sam_latency_predictor(
             num_samples=args.num_samples,
@@ -131,19 +176,28 @@ def predictor_accuracy(args: argparse.Namespace) -> dict:
             seed=args.seed,
             directory=args.latency_dir,
             remeasure=args.remeasure,
+            calibration_ms=passes[0][:n],
             **timing,
         )
     lut, calibration = predictor.lut, predictor.calibration
-    assert calibration is not None
+    assert calibration is not None and list(calibration.archs) == calibration_archs
 
-    test_archs = distinct_members(space, args.test_archs, args.seed + 1, exclude=calibration.archs)
     test_specs = [specs_of(arch) for arch in test_archs]
     test_ops = {spec_key(s) for specs in test_specs for s in specs}
     in_table = len(test_ops & set(lut.entries))
-    with timed() as held_out:
-        measured = measure_models(test_archs, build_model, num_samples=args.num_samples, **timing)
     raw = [predictor.raw(specs) for specs in test_specs]
     corrected = [predictor.predict(specs) for specs in test_specs]
+
+    noise = {"passes": len(passes), "pool_archs": len(pool), "pool_s": pool_timer.s}
+    if len(passes) > 1:
+        level = float(np.exp(np.mean(np.log(np.divide(passes[0], passes[1])))))  # geometric, whole pool
+        held_out_retest = retest(measured, passes[1][n:], level)
+        noise.update(
+            level_ratio=level,
+            held_out=held_out_retest,
+            calibration=retest(passes[0][:n], passes[1][:n], level),
+            perfect_predictor=perfect_predictor(held_out_retest),
+        )
 
     forms = {}  # every candidate, fitted on the same calibration timings
     for form in FORMS:
@@ -186,15 +240,17 @@ def predictor_accuracy(args: argparse.Namespace) -> dict:
             "coverage": in_table / len(test_ops),
             "measured_ms_min": min(measured),
             "measured_ms_max": max(measured),
-            "measure_s": held_out.s,
         },
+        "timing": "calibration and held-out members interleaved in the same rounds (pass 1)",
+        "measurement_noise": noise,
         "raw_sum": errors(raw, measured),
         "corrected": errors(corrected, measured),
         "forms": forms,
         "targets": TARGETS,
         "rows": [
             {"arch": a, "measured_ms": m, "raw_ms": r, "predicted_ms": p}
-            for a, m, r, p in zip(test_archs, measured, raw, corrected)
+            | ({"measured_retest_ms": passes[1][n + i]} if len(passes) > 1 else {})
+            for i, (a, m, r, p) in enumerate(zip(test_archs, measured, raw, corrected))
         ],
     }
     c = result["corrected"]
@@ -206,15 +262,52 @@ def predictor_accuracy(args: argparse.Namespace) -> dict:
     return result
 
 
+def judge(r: dict) -> str:
+    """The verdict on the targets, next to what the measurement itself allows (test-retest)."""
+    t, c = r["targets"], r["corrected"]
+    verdict = (
+        f"Targets (mean |err| <= {t['mean_abs_pct_error_max']:.0f} %, Spearman >= {t['spearman_min']}): "
+        + ("met" if r["meets_targets"] else "NOT met")
+        + f" (corrected: {c['mean_abs_pct_error']:.1f} %, Spearman {c['spearman']:.3f})."
+    )
+    noise = r["measurement_noise"]
+    if "held_out" not in noise:
+        return verdict + " Measurement noise not estimated (--passes 1)."
+    e, best = noise["held_out"], noise["perfect_predictor"]
+    lines = [
+        verdict,
+        f"Measurement test-retest on the held-out members (two interleaved passes): Spearman {e['spearman']:.3f}, "
+        f"mean |diff| {e['mean_abs_pct_diff']:.1f} % ({e['mean_abs_pct_diff_level_matched']:.1f} % level-matched).",
+        f"A perfect predictor judged against one pass would score about {best['mean_abs_pct_error']:.1f} %, "
+        f"Spearman {best['spearman']:.3f}.",
+    ]
+    limits = []
+    if best["spearman"] < t["spearman_min"]:
+        limits.append(f"Spearman >= {t['spearman_min']}")
+    if best["mean_abs_pct_error"] > t["mean_abs_pct_error_max"]:
+        limits.append(f"mean |err| <= {t['mean_abs_pct_error_max']:.0f} %")
+    if limits:
+        lines.append(
+            f"On this machine's measurements {' and '.join(limits)} cannot be shown by any predictor."
+        )
+    elif not r["meets_targets"]:
+        lines.append("The measurement is precise enough for the targets: the predictor falls short of them.")
+    return "\n".join(lines)
+
+
 def report(r: dict) -> None:
-    cal, held = r["calibration"], r["held_out"]
+    cal, held, noise = r["calibration"], r["held_out"], r["measurement_noise"]
     print(
-        f"\nLatency table: {r['table_ops']} ops (every op of the space; {r['table_ops_measured_this_run']} timed "
-        f"this run, {r['build_s']:.1f} s with calibration) in {r['file']}"
+        f"\nLatency table: {r['table_ops']} ops (every op of the space, timed interleaved 64 at a time; "
+        f"{r['table_ops_measured_this_run']} timed this run, {r['build_s']:.1f} s) in {r['file']}"
         + (" (reused)" if r["reused_file"] else "")
     )
     print(
-        f"Correction {r['correction']['form']!r} fitted on {cal['archs']} measured members "
+        f"{cal['archs']} calibration and {held['archs']} held-out random members timed interleaved in the same "
+        f"rounds, {noise['passes']} pass(es), {noise['pool_s']:.0f} s."
+    )
+    print(
+        f"Correction {r['correction']['form']!r} fitted on the {cal['archs']} calibration members "
         f"({cal['measured_ms_min']:.2f}-{cal['measured_ms_max']:.2f} ms): intercept "
         f"{r['correction']['intercept']:.3f} ms, "
         + ", ".join(f"{f} x {c:.4g}" for f, c in zip(r["correction"]["features"], r["correction"]["coef"]))
@@ -224,18 +317,21 @@ def report(r: dict) -> None:
         f"{held['ops_in_table']} of their {held['distinct_ops']} distinct ops in the table "
         f"({100 * held['coverage']:.0f} %).\n"
     )
-    print(f"{'predictor':<22} {'mean |err| %':>12} {'mean err %':>11} {'Spearman':>9}")
+    print(f"{'predictor':<26} {'mean |err| %':>12} {'mean err %':>11} {'Spearman':>9}")
     lines = [("raw per-op sum", r["raw_sum"]), (f"corrected ({r['correction']['form']})", r["corrected"])]
     lines += [(f"  form {name}", v) for name, v in r["forms"].items() if "skipped" not in v]
     for name, e in lines:
         print(
-            f"{name:<22} {e['mean_abs_pct_error']:>12.1f} {e['mean_pct_error']:>+11.1f} {e['spearman']:>9.3f}"
+            f"{name:<26} {e['mean_abs_pct_error']:>12.1f} {e['mean_pct_error']:>+11.1f} {e['spearman']:>9.3f}"
         )
-    t = r["targets"]
-    print(
-        f"Targets (mean |err| <= {t['mean_abs_pct_error_max']:.0f} %, Spearman >= {t['spearman_min']}): "
-        + ("met" if r["meets_targets"] else "NOT met")
-    )
+    if "held_out" in noise:
+        e = noise["held_out"]
+        print(
+            f"{'measurement test-retest':<26} {e['mean_abs_pct_diff']:>12.1f} {e['mean_pct_diff']:>+11.1f} "
+            f"{e['spearman']:>9.3f}   (pass 2 vs pass 1; level-matched |diff| "
+            f"{e['mean_abs_pct_diff_level_matched']:.1f} %)"
+        )
+    print(judge(r))
 
 
 def main() -> None:
@@ -251,8 +347,10 @@ def main() -> None:
                         help="members timed whole to fit the correction (the search's default: 40)")  # fmt: skip
     parser.add_argument("--test-archs", type=int, default=60, help="held-out members timed whole")
     parser.add_argument("--seed", type=int, default=0, help="calibration members' seed (held out: seed + 1)")
+    parser.add_argument("--passes", type=int, default=2, choices=(1, 2),
+                        help="timing passes over calibration + held-out members (2: test-retest noise)")  # fmt: skip
     parser.add_argument("--latency-dir", default=None, help="folder of the per-machine latency files")
-    parser.add_argument("--remeasure", action="store_true", help="time the table and calibration again")
+    parser.add_argument("--remeasure", action="store_true", help="time the table again")
     parser.add_argument("--out", default=str(RESULTS / "cost_models.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
