@@ -20,7 +20,8 @@ Prints, and writes to ``benchmarks/results/cost_models.json``:
 Calibration and held-out members are timed together, interleaved (``hw.measure_interleaved``: in each
 round every member runs once), so that the drifting speed of a shared machine moves both alike: the
 correction is fitted on the calibration members' timings of the first pass, and judged on the held-out
-members' timings of the same pass. The table's ops are timed interleaved too, 64 at a time.
+members' timings of the same pass. The table's ops are timed interleaved too (``LatencyLUT.fill``: the
+default space's 445 ops in one pool).
 
 The table and calibration live in this machine's latency file (``$ERSAM_SSL_LATENCY_DIR`` or
 ``~/.cache/ersam_ssl/latency``), which later searches reuse. An existing table timed with at least these
@@ -306,7 +307,7 @@ def judge(r: dict) -> str:
 def report(r: dict) -> None:
     cal, held, noise = r["calibration"], r["held_out"], r["measurement_noise"]
     print(
-        f"\nLatency table: {r['table_ops']} ops (every op of the space, timed interleaved 64 at a time; "
+        f"\nLatency table: {r['table_ops']} ops (every op of the space, timed interleaved; "
         f"{r['table_ops_measured_this_run']} timed this run, {r['build_s']:.1f} s) in {r['file']}"
         + (" (reused)" if r["reused_file"] else "")
     )
