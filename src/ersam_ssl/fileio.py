@@ -3,7 +3,8 @@
 Every writer in the library goes through :func:`atomic_path`: write to a unique temporary file in the
 destination folder, ``fsync``, then ``os.replace`` it over the destination (atomic on POSIX and Windows
 within one file system); on any error the temporary file is removed and the destination is untouched.
-A run folder has one writer at a time: :func:`exclusive_lock`.
+A run folder has one writer at a time: :func:`exclusive_lock`. What the package can rebuild (synthesized
+corpora, latency tables) lives under :func:`cache_dir`.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> Path:
     """Atomically write ``json.dumps(obj, **dumps_kwargs)`` (default ``indent=1``) plus a newline."""
     dumps_kwargs.setdefault("indent", 1)
     return write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+def cache_dir() -> Path:
+    """The package's cache root: ``$ERSAM_SSL_CACHE`` or the platform's user cache dir (``~/.cache/ersam_ssl``)."""
+    env = os.environ.get("ERSAM_SSL_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ersam_ssl"))
 
 
 def json_default(value: Any) -> Any:

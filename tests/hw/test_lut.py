@@ -1,4 +1,5 @@
-"""Latency LUT on a tiny synthetic op family: structure, caching, persistence (no timing values asserted)."""
+"""Latency LUT on a tiny synthetic op family: structure, caching, persistence, machine check (no timing
+values asserted)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 from scipy import stats
 from torch import nn
 
+from ersam_ssl.hw import machine
 from ersam_ssl.hw.lut import LatencyLUT, lut_error, spec_key, summarize_errors
+from ersam_ssl.hw.machine import MachineMismatchError, machine_info
 
 
 class OpFactory:
@@ -52,6 +55,63 @@ def test_build_measures_each_distinct_op_once():
     assert len(factory.calls) == 2
 
 
+def fake_machine(monkeypatch, levels):
+    """Replace the timer: ``lin(a, b)`` "takes" ``b`` ms times the machine's level during that batch (the
+    ``i``-th batch timed: ``levels[i]``); returns the batches timed, as lists of the ops' ``b``."""
+    from ersam_ssl.hw import lut as lut_module
+
+    batches = []
+
+    def fake_interleaved(models, num_samples=80000, threads=1, warmup=5, rounds=30, *, example_inputs=None):
+        assert len(example_inputs) == len(models)
+        level = levels[len(batches)]
+        batches.append([m.out_features for m in models])
+        return [level * m.out_features for m in models]
+
+    def timed_alone(*args, **kwargs):
+        raise AssertionError("an op was timed alone")
+
+    monkeypatch.setattr(lut_module, "measure_interleaved", fake_interleaved)
+    monkeypatch.setattr(lut_module, "measure_torch_latency", timed_alone)
+    return batches
+
+
+def test_fill_times_missing_ops_interleaved_a_chunk_at_a_time(monkeypatch):
+    batches = fake_machine(monkeypatch, levels=[1.0] * 4)
+    lut = LatencyLUT({spec_key(lin(1, 1)): 1.0}, make_op=OpFactory(), warmup=1, repeats=3)
+    chunks_done = []
+    specs = [lin(1, 1), lin(1, 2), lin(1, 3), lin(1, 2), lin(1, 4), lin(1, 5), lin(1, 6)]
+    assert lut.fill(specs, chunk=2, after_chunk=lambda: chunks_done.append(len(lut)), anchors=0) == 5
+    assert batches == [[2, 3], [4, 5], [6]]  # distinct and missing only, in order
+    assert chunks_done == [3, 5, 6] and lut.num_measured == 5
+    assert lut.latency_ms(lin(1, 4)) == 4.0 and lut.latency_ms(lin(1, 1)) == 1.0
+    assert lut.fill(specs) == 0 and len(batches) == 3  # nothing missing: nothing timed
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        lut.fill([lin(2, 2)], chunk=0)
+    with pytest.raises(ValueError, match="anchors must be >= 0"):
+        lut.fill([lin(2, 2)], anchors=-1)
+    with pytest.raises(KeyError, match="cannot measure 1 ops: this LUT has no make_op"):
+        LatencyLUT().fill([lin(2, 2)])
+
+
+def test_fill_brings_every_chunk_to_the_level_of_the_first_with_anchors(monkeypatch):
+    """The machine runs at another speed for each chunk; re-timing ops of the table with each chunk keeps
+    the entries' ratios exact, where chunks timed without anchors carry their own speed."""
+    levels = [1.0, 3.0, 0.5, 2.0]
+    specs = [lin(1, b) for b in range(1, 11)]
+    batches = fake_machine(monkeypatch, levels)
+    lut = LatencyLUT(make_op=OpFactory(), warmup=0, repeats=1)
+    lut.fill(specs, chunk=3, anchors=2)
+    assert lut.entries == pytest.approx({spec_key(s): float(s["out"]) for s in specs})
+    # the first chunk has nothing to anchor to; the others re-time the fastest and slowest op so far
+    assert batches == [[1, 2, 3], [4, 5, 6, 1, 3], [7, 8, 9, 1, 6], [10, 1, 9]]
+
+    batches.clear()
+    unanchored = LatencyLUT(make_op=OpFactory(), warmup=0, repeats=1)
+    unanchored.fill(specs, chunk=3, anchors=0)
+    assert unanchored.latency_ms(lin(1, 4)) == 3.0 * 4 and unanchored.latency_ms(lin(1, 7)) == 0.5 * 7
+
+
 def test_predict_is_the_sum_of_entries():
     lut = LatencyLUT({spec_key(lin(1, 1)): 1.5, spec_key(lin(2, 2)): 0.25})
     assert lut.predict([lin(1, 1), lin(2, 2), lin(1, 1)]) == pytest.approx(3.25)
@@ -79,7 +139,8 @@ def test_save_load_round_trip(tmp_path):
     path = lut.save(tmp_path / "sub" / "lut.json")
     assert sorted(p.name for p in path.parent.iterdir()) == ["lut.json"]  # no temp file left behind
     data = json.loads(path.read_text())
-    assert data["version"] == 1 and data["settings"]["repeats"] == 2 and "host" in data["meta"]
+    assert data["version"] == 1 and data["settings"]["repeats"] == 2
+    assert data["meta"]["machine"] == machine_info(1)
 
     loaded = LatencyLUT.load(path)
     assert loaded.entries == lut.entries and loaded.repeats == 2
@@ -97,6 +158,23 @@ def test_save_overwrites_atomically(tmp_path):
     LatencyLUT({spec_key(lin(1, 1)): 1.0}).save(path)
     LatencyLUT({spec_key(lin(2, 2)): 2.0}).save(path)
     assert LatencyLUT.load(path).entries == {spec_key(lin(2, 2)): 2.0}
+
+
+def test_load_refuses_a_table_from_another_machine(tmp_path, monkeypatch):
+    path = LatencyLUT({spec_key(lin(1, 1)): 1.0}).save(tmp_path / "lut.json")
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Some Other CPU")
+    with pytest.raises(
+        MachineMismatchError, match=r"lut.json was measured elsewhere \(cpu .* vs 'Some Other CPU' here\)"
+    ):
+        LatencyLUT.load(path)
+    assert LatencyLUT.load(path, check=False).entries == {spec_key(lin(1, 1)): 1.0}  # to inspect it
+    monkeypatch.undo()
+    with pytest.raises(MachineMismatchError, match="threads 1 vs 2 here"):
+        LatencyLUT.load(path, threads=2)
+    unmarked = tmp_path / "old.json"
+    unmarked.write_text(json.dumps({"version": 1, "meta": {"host": {}}, "entries": {}}))
+    with pytest.raises(MachineMismatchError, match="does not say which machine"):
+        LatencyLUT.load(unmarked)
 
 
 def test_load_rejects_other_versions(tmp_path):

@@ -27,7 +27,7 @@ from scipy import signal
 
 from ersam_ssl import audio
 from ersam_ssl.data.sources import SOURCES, LibriSpeechSource
-from ersam_ssl.fileio import atomic_path, write_text
+from ersam_ssl.fileio import atomic_path, cache_dir, write_text
 
 #: Bump when synthesis or the text generator change, so stale caches are not reused.
 CORPUS_VERSION = 1
@@ -44,16 +44,6 @@ VARIANTS = (
 )  # fmt: skip
 _FEMALE = {"f1", "f2", "f3", "f4", "f5", "anika", "linda"}
 _MALE = {"m1", "m2", "m3", "m4", "m5", "m6", "m7", "croak", "michel", "edward"}
-
-
-def cache_dir() -> Path:
-    """Cache root: ``$ERSAM_SSL_CACHE`` or the platform's user cache dir (e.g. ``~/.cache/ersam_ssl``)."""
-    env = os.environ.get("ERSAM_SSL_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("ersam_ssl"))
 
 
 @dataclass(frozen=True)

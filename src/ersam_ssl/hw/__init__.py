@@ -1,4 +1,8 @@
-"""Hardware cost accounting: MACs/parameters, measured latency, latency LUTs and device energy.
+"""Hardware cost accounting: MACs/parameters, measured latency, latency predictors and device energy.
+
+Host latency is predicted from a per-op table (:mod:`~ersam_ssl.hw.lut`) corrected by a linear model
+fitted on measured whole models (:mod:`~ersam_ssl.hw.latency_fit`), both persisted per machine
+(:mod:`~ersam_ssl.hw.latency_predictor`, :mod:`~ersam_ssl.hw.machine`).
 
 The NAS search depends only on the :class:`CostOracle` protocol (:mod:`ersam_ssl.hw.cost_model`), which
 :class:`CostModel` implements: ``cost(arch) -> dict`` (once-for-all style: the search needs only an
@@ -29,8 +33,16 @@ from ersam_ssl.hw.energy import (
     load_profile,
     report_energy,
 )
-from ersam_ssl.hw.latency import LatencyReport, measure_onnx_latency, measure_torch_latency
+from ersam_ssl.hw.latency import (
+    LatencyReport,
+    measure_interleaved,
+    measure_onnx_latency,
+    measure_torch_latency,
+)
+from ersam_ssl.hw.latency_fit import LatencyCorrection, fit_correction
+from ersam_ssl.hw.latency_predictor import LatencyPredictor, load_or_build, sam_latency_predictor
 from ersam_ssl.hw.lut import LatencyLUT, LUTError, lut_error, spec_key
+from ersam_ssl.hw.machine import MachineMismatchError, latency_dir, machine_info, machine_key
 
 __all__ = [
     "CostModel",
@@ -40,23 +52,33 @@ __all__ = [
     "DeviceProfile",
     "EnergyReport",
     "LUTError",
+    "LatencyCorrection",
     "LatencyLUT",
+    "LatencyPredictor",
     "LatencyReport",
+    "MachineMismatchError",
     "ModuleCost",
     "ProfileError",
     "available_profiles",
     "count_macs",
     "count_params",
     "device_latency_s",
+    "fit_correction",
+    "latency_dir",
+    "load_or_build",
     "load_profile",
     "lut_error",
+    "machine_info",
+    "machine_key",
     "matmul_macs",
+    "measure_interleaved",
     "measure_onnx_latency",
     "measure_torch_latency",
     "mel_filterbank_macs",
     "register_mac_formula",
     "report_energy",
     "rnn_macs",
+    "sam_latency_predictor",
     "spec_key",
     "stft_macs",
 ]

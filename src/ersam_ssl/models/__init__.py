@@ -7,7 +7,7 @@ name with :func:`create_model` (``"crnn"``, ``"sam"``) or rebuild one with
 Modules: ``base`` (the model contract, the ``MODELS`` registry and the factory), ``frontend`` (waveform →
 features), ``heads`` (count heads), ``crnn`` (CountNet), ``blocks`` (the SAM space's building blocks),
 ``space`` (the SAM space, its members and ``build_model``), ``op_specs`` (members as per-op specs for
-hardware cost models), ``slicing`` (weight sharing between members).
+hardware cost models, and every op of the space), ``slicing`` (weight sharing between members).
 
 A model registers itself where it is defined (``@MODELS.register``). This ``__init__`` imports every
 model module, and Python runs it before any module of the package, so the registry is complete before
@@ -26,7 +26,7 @@ from ersam_ssl.models.heads import (
     PoissonHead,
     build_head,
 )
-from ersam_ssl.models.op_specs import layer_specs, make_op
+from ersam_ssl.models.op_specs import layer_specs, make_op, space_op_specs
 from ersam_ssl.models.slicing import subnet_state_dict
 from ersam_ssl.models.space import SAMSpace, build_model
 
@@ -51,5 +51,6 @@ __all__ = [
     "create_model",
     "layer_specs",
     "make_op",
+    "space_op_specs",
     "subnet_state_dict",
 ]

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+
 import torch
 from torch import Tensor, nn
 
@@ -113,6 +116,47 @@ def layer_specs(
         }
     )
     return specs
+
+
+def space_op_specs(
+    space: SAMSpace | dict | None = None,
+    n_mels: int = 64,
+    num_samples: int = 80000,
+    num_classes: int = 11,
+    head: str = "classify",
+    level_norm: str = "clip",
+) -> list[dict]:
+    """Every distinct op spec that a member of ``space`` can contain (arguments as in :func:`layer_specs`).
+
+    An MBConv block's spec depends only on the width, its stage, its position (the first block of a stage
+    carries the stride and takes the previous stage's channels; the blocks after it are alike), its kernel
+    and expansion and its stage's squeeze-excitation; stem, pooling head and classifier depend on the width
+    and the pooling head. So for each width and pooling head, and each block choice ``(kernel, expand,
+    se)``, the member with that choice in every block of every stage at the maximum depth has every
+    (stage, position) with that choice; together these members contain every op of the space. Specs that
+    differ only in ``"name"`` (their place in a model) are one op; the first is kept.
+    """
+    space = as_space(space)
+    seen: dict[str, dict] = {}
+    choices = itertools.product(
+        space.width_mults, space.pool_heads, space.kernels, space.expands, space.se_choices
+    )
+    for width, pool_head, kernel, expand, se in choices:
+        stage = {
+            "depth": space.max_depth,
+            "kernel": [kernel] * space.max_depth,
+            "expand": [expand] * space.max_depth,
+            "se": se,
+        }
+        arch = {
+            "width_mult": width,
+            "head": pool_head,
+            "stages": [dict(stage) for _ in range(space.num_stages)],
+        }
+        for spec in layer_specs(arch, space, n_mels, num_samples, num_classes, head, level_norm):
+            key = json.dumps({k: v for k, v in spec.items() if k != "name"}, sort_keys=True)
+            seen.setdefault(key, spec)
+    return list(seen.values())
 
 
 def make_op(spec: dict) -> tuple[nn.Module, Tensor]:

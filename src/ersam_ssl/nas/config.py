@@ -88,8 +88,9 @@ class BudgetConfig:
 
     Attributes:
         profile: device profile for energy (``avg_power_mw``: ERSAM's mW·12 h).
-        latency: ``"lut"`` (per-op table measured on this CPU), ``"measure"`` (time every member) or
-            ``"none"``.
+        latency: ``"lut"`` (per-op table measured on this CPU, corrected by a fit on measured members;
+            kept per machine and reused, :func:`~ersam_ssl.hw.sam_latency_predictor`), ``"measure"``
+            (time every member) or ``"none"``.
         max_latency_ms / max_energy_mw / max_macs: budgets (``None``: unconstrained). The default energy
             budget, 0.75 mW on the Pixel 3 model (one 5 s window every 5 s), admits about 14 M MACs per
             window, of which the log-mel frontend takes 10 M; the largest member needs 1.0 mW.

@@ -43,7 +43,7 @@ from ersam_ssl import config as config_io
 from ersam_ssl.checkpoint import load_model, save_model
 from ersam_ssl.data import DataEngine, MixtureStreamDataModule, SAMDataModule, ViewDataset, stream_dataset
 from ersam_ssl.fileio import json_default, write_json
-from ersam_ssl.hw import CostModel
+from ersam_ssl.hw import CostModel, sam_latency_predictor
 from ersam_ssl.metrics import SCALAR_METRICS
 from ersam_ssl.models import CountModel, build_model, layer_specs
 from ersam_ssl.nas.config import SearchConfig
@@ -64,9 +64,23 @@ class ExportMismatchError(RuntimeError):
 def make_cost_model(cfg: SearchConfig, num_classes: int) -> CostModel:
     """The :class:`~ersam_ssl.hw.CostModel` of ``cfg``'s space, heads and budget settings."""
     b = cfg.budget
+    predictor = None
+    if b.latency == "lut":  # this machine's table of the space's ops, corrected (measured once, then reused)
+        predictor = sam_latency_predictor(
+            cfg.sam_space,
+            n_mels=cfg.n_mels,
+            num_samples=b.num_samples,
+            num_classes=num_classes,
+            head=cfg.head,
+            level_norm=cfg.level_norm,
+            threads=b.threads,
+            warmup=b.warmup,
+            repeats=b.repeats,
+        )
     return CostModel(
         profile=b.profile,
         latency=b.latency,
+        lut=predictor,
         build_model=functools.partial(
             build_model,
             num_classes=num_classes,
