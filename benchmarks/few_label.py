@@ -195,22 +195,10 @@ class Runner:
     def run(self, method: str, budget: int, overrides: dict | None = None) -> dict:
         """Train ``method`` on ``budget`` labels per class (-1: all) and evaluate it on the chosen split."""
         s = replace(self.s, **(overrides or {}))
-        optim = OptimConfig(lr=s.lr)
+        if method not in VARIANTS:
+            raise ValueError(f"unknown method {method!r}: choose one of {sorted(VARIANTS)}")
         labeled = self.labeled(budget)
-        if method == "supervised":
-            module = SupervisedCounter(self.model(), optim)
-        elif method == "simclr+finetune":
-            module = Finetune.from_pretrained(self.model(), self.pretrained(), optim, s.finetune)
-        elif method in ("fixmatch", "simclr+fixmatch", EXTRA_METHOD):
-            config = s.fixmatch
-            if method == EXTRA_METHOD:
-                config = replace(config, lambda_mix=1.0)
-            model = self.model()
-            if method == "simclr+fixmatch":
-                load_weights(model, self.pretrained())
-            module = FixMatch(model, optim, config, num_unlabeled=len(self.engine.pool))
-        else:
-            raise ValueError(f"unknown method {method!r}")
+        module = VARIANTS[method](self, s, OptimConfig(lr=s.lr))
         with timed() as clock:
             dm = self.datamodule(module, labeled)
             self.runs += 1
@@ -219,6 +207,24 @@ class Runner:
         return {"method": method, "budget": budget, "seed": self.seed, "error_rate": result["error_rate"],
                 "mae": result["mae"], "train_seconds": clock.s, "overrides": overrides or {},
                 "labeled": int(labeled.size)}  # fmt: skip
+
+
+def _fixmatch(runner: Runner, s: Settings, optim: OptimConfig, pretrained: bool = False, **changes):
+    model = runner.model()
+    if pretrained:
+        load_weights(model, runner.pretrained())
+    config = replace(s.fixmatch, **changes)
+    return FixMatch(model, optim, config, num_unlabeled=len(runner.engine.pool))
+
+
+#: The compared variants: a training method of ``ersam_ssl.ssl`` with its starting point and settings.
+VARIANTS = {
+    "supervised": lambda r, s, optim: SupervisedCounter(r.model(), optim),
+    "simclr+finetune": lambda r, s, optim: Finetune.from_pretrained(r.model(), r.pretrained(), optim, s.finetune),
+    "fixmatch": lambda r, s, optim: _fixmatch(r, s, optim),
+    "simclr+fixmatch": lambda r, s, optim: _fixmatch(r, s, optim, pretrained=True),
+    EXTRA_METHOD: lambda r, s, optim: _fixmatch(r, s, optim, lambda_mix=1.0),
+}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -312,7 +318,8 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     ap.add_argument("--threshold", type=float, default=d.fixmatch.threshold)
     ap.add_argument("--flexmatch", action="store_true", help="FlexMatch class-wise thresholds")
     ap.add_argument("--no-mixing", action="store_true", help="skip the count-aware mixing row")
-    ap.add_argument("--methods", nargs="+", default=["supervised", *SSL_METHODS], help="subset to run")
+    ap.add_argument("--methods", nargs="+", default=["supervised", *SSL_METHODS], choices=sorted(VARIANTS),
+                    help="subset to run")
     ap.add_argument("--workers", type=int, default=d.workers)
     ap.add_argument("--threads", type=int, default=d.threads)
     ap.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
