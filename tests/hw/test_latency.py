@@ -14,6 +14,7 @@ from ersam_ssl.hw.latency import (
     LatencyReport,
     export_onnx_for_latency,
     measure_interleaved,
+    measure_onnx_interleaved,
     measure_onnx_latency,
     measure_torch_latency,
     round_normalised_median,
@@ -214,3 +215,40 @@ def test_measure_interleaved_rejects_bad_input():
         measure_interleaved([model], 8, rounds=0)
     with pytest.raises(ValueError, match="warmup must be >= 0"):
         measure_interleaved([model], 8, warmup=-1)
+
+
+def test_onnx_interleaved_times_each_session_once_per_round_and_normalises_rounds(tmp_path, monkeypatch):
+    from ersam_ssl.hw import latency
+
+    true_ms = [2.0, 0.5, 1.0]
+    slowness = [1.0, 3.0, 1.0, 1.0, 6.0]
+    clock = FakeClock(lambda n: slowness[n // len(true_ms) - 1] if n >= len(true_ms) else 1.0)
+    built = []
+
+    class FakeSession:
+        def __init__(self, ms):
+            self.ms = ms
+
+        def run(self, outputs, feeds):
+            assert outputs is None and list(feeds) == ["wave"]
+            clock.now += self.ms * 1e-3 * clock.slowness(clock.calls)
+            clock.calls += 1
+
+    def fake_session(source, args, threads):
+        built.append((source, threads))
+        return FakeSession(true_ms[len(built) - 1]), {"wave": args[0].numpy()}
+
+    monkeypatch.setattr(latency, "_ort_session", fake_session)
+    measured = measure_onnx_interleaved(["a", "b", "c"], 64, threads=2, warmup=1, rounds=len(slowness), clock=clock)
+    np.testing.assert_allclose(measured, true_ms)
+    assert built == [("a", 2), ("b", 2), ("c", 2)]
+    assert clock.calls == len(true_ms) * (1 + len(slowness))  # warmup round + timed rounds, each session once
+    with pytest.raises(ValueError):
+        measure_onnx_interleaved([], 64)
+
+
+def test_onnx_interleaved_runs_real_sessions_from_module_path_and_bytes(tmp_path):
+    model = TinyCounter()
+    path = export_onnx_for_latency(model, tmp_path / "tiny.onnx", num_samples=1600)
+    measured = measure_onnx_interleaved([model, path, path.read_bytes()], 1600, warmup=1, rounds=3)
+    assert len(measured) == 3 and all(np.isfinite(m) and m > 0 for m in measured)

@@ -36,6 +36,7 @@ from ersam_ssl.hw.energy import (
 from ersam_ssl.hw.latency import (
     LatencyReport,
     measure_interleaved,
+    measure_onnx_interleaved,
     measure_onnx_latency,
     measure_torch_latency,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "machine_key",
     "matmul_macs",
     "measure_interleaved",
+    "measure_onnx_interleaved",
     "measure_onnx_latency",
     "measure_torch_latency",
     "mel_filterbank_macs",

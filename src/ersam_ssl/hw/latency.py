@@ -254,26 +254,56 @@ def measure_onnx_latency(
             temporary file first with :func:`export_onnx_for_latency`).
         num_samples, threads, warmup, repeats, example_input: As in :func:`measure_torch_latency`.
     """
+    args = example_args(num_samples, example_input)
+    session, feeds = _ort_session(onnx_path_or_model, args, threads)
+    times = _time_calls(lambda: session.run(None, feeds), warmup, repeats)
+    return summarize(times, threads, "onnxruntime")
+
+
+def measure_onnx_interleaved(
+    models: Sequence[str | Path | bytes | nn.Module],
+    num_samples: int = 80000,
+    threads: int = 1,
+    warmup: int = 5,
+    rounds: int = 30,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Median ONNX Runtime latency (ms) of each of ``models``, timed round-robin as in
+    :func:`measure_interleaved` (every session runs once per round; rounds normalised by their mean).
+
+    Args:
+        models: As ``onnx_path_or_model`` of :func:`measure_onnx_latency`; each gets the dummy waveform
+            ``[1, num_samples]``.
+        threads, warmup, rounds, clock: As in :func:`measure_onnx_latency` / :func:`measure_interleaved`.
+    """
+    if len(models) == 0:
+        raise ValueError("need at least one model to time")
+    args = example_args(num_samples, None)
+    calls = []
+    for model in models:
+        session, feeds = _ort_session(model, args, threads)
+        calls.append(partial(session.run, None, feeds))
+    times = _time_rounds(calls, warmup, rounds, clock)
+    return [float(ms) for ms in round_normalised_median(times) * 1e3]
+
+
+def _ort_session(source: str | Path | bytes | nn.Module, args: tuple, threads: int):
+    """A CPU ``InferenceSession`` (``threads`` intra-op, 1 inter-op, sequential, all graph optimisations) and
+    its feeds built from ``args``; a module is exported to a temporary file first."""
     import onnxruntime as ort
 
-    args = example_args(num_samples, example_input)
     with tempfile.TemporaryDirectory() as tmp:
-        source: str | bytes
-        if isinstance(onnx_path_or_model, nn.Module):
-            source = str(
-                export_onnx_for_latency(onnx_path_or_model, Path(tmp) / "model.onnx", example_input=args)
-            )
-        elif isinstance(onnx_path_or_model, bytes):
-            source = onnx_path_or_model
-        else:
-            source = str(onnx_path_or_model)
+        if isinstance(source, nn.Module):
+            source = export_onnx_for_latency(source, Path(tmp) / "model.onnx", example_input=args)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    input_names = [i.name for i in session.get_inputs()]
-    feeds = {name: np.ascontiguousarray(a.detach().cpu().numpy()) for name, a in zip(input_names, args)}
-    times = _time_calls(lambda: session.run(None, feeds), warmup, repeats)
-    return summarize(times, threads, "onnxruntime")
+        session = ort.InferenceSession(
+            source if isinstance(source, bytes) else str(source), options, providers=["CPUExecutionProvider"]
+        )
+    names = [i.name for i in session.get_inputs()]
+    feeds = {name: np.ascontiguousarray(a.detach().cpu().numpy()) for name, a in zip(names, args)}
+    return session, feeds

@@ -259,7 +259,7 @@ class ExportConfig:
         calib_clips: training clips for static calibration.
         quantize_frontend: also quantize the STFT/mel frontend (default: it stays fp32).
         max_abs_diff: largest allowed |ONNX fp32 - PyTorch| of the raw outputs on the test set.
-        repeats: latency repeats (one thread) for PyTorch and ONNX Runtime.
+        repeats: latency repeats (one thread) for PyTorch, and rounds of the interleaved ONNX Runtime timing.
     """
 
     enabled: bool = True
