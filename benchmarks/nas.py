@@ -1,20 +1,26 @@
-"""ERSAM-style searched counter vs CountNet's CRNN, same data and same optimizer-step budget (one run).
+"""ERSAM-style searched counter vs CountNet's CRNN: the pipeline's own stages, the same data, the same number
+of optimizer steps (one run).
 
-Pipeline of the searched model (:func:`ersam_ssl.nas.run_search`): the largest member of the SAM space is
-trained on the few labels plus the unlabeled pool (FixMatch when ``ersam_ssl.ssl.fixmatch`` is available,
-otherwise supervised on the labels), initialises a weight-sharing supernet that is trained with the
-sandwich rule, in-place distillation and uncertainty-weighted distillation from that model, NNI's
-regularized evolution searches members with inherited weights under a latency and an energy budget, and
-the chosen member is fine-tuned briefly and exported to ONNX (fp32 + int8). CountNet's CRNN is trained
-supervised on the same labeled clips for as many optimizer steps (batches of the same size) as all
-training stages of the searched model together.
+The searched model is what ``recipes/run.py`` produces: this script runs the pipeline's stages ``data,
+pretrain, teacher, nas`` (:func:`ersam_ssl.pipeline.run_pipeline`, so the same config, presets and
+overrides) — by default mixture supervision of the largest SAM member on streamed mixtures, a
+weight-sharing supernet trained with the sandwich rule and uncertainty-weighted distillation from it, NNI's
+regularized evolution under the latency and energy budgets, fine-tuning of the chosen member and its ONNX
+export (fp32 + int8). CountNet's CRNN is then trained with the pretrain stage's method and data (its
+per-bin scaler fitted on pool clips) for as many optimizer steps as all of the searched model's training
+stages together (``--crnn-steps`` to change that).
 
-Printed: MACs ratio, 1-thread CPU latency ratio in PyTorch and ONNX Runtime (measured in the same run,
-interleaved), test error rate and MAE of both, modelled Pixel 3 average power ("mW·12 h", ERSAM reports
-40 mW·12 h for its model) and the wall time of supernet training + search, with the goals they meet.
+Printed, and written to ``benchmarks/results/nas.json`` (the README's table is rendered from it): MACs
+ratio, 1-thread CPU latency ratio in PyTorch and ONNX Runtime (all models timed round-robin in the same run,
+:func:`ersam_ssl.hw.measure_interleaved` / :func:`~ersam_ssl.hw.measure_onnx_interleaved`), test MAE of
+both per test domain, the int8 variants' error, the modelled Pixel 3 average power ("mW·12 h"; ERSAM
+reports 40 mW·12 h) and the wall time of each stage, with the goals they meet.
 
-    python benchmarks/nas.py --out runs/bench_nas                 # embedded synthesized corpus
-    python benchmarks/nas.py --pretrain-steps 60 --supernet-steps 60 --finetune-steps 20 --trials 40
+    python benchmarks/nas.py                                      # embedded default (recipes/run.py)
+    python benchmarks/nas.py --config recipes/configs/tiny.yaml   # smoke run
+    python benchmarks/nas.py nas.search.trials=40 --resume        # overrides as in recipes/run.py
+
+Resumable: ``--resume`` continues the pipeline run in ``--work-dir`` and the CRNN from its last checkpoint.
 
 References: Li et al., "ERSAM", ICASSP 2023; Stöter et al., "CountNet", IEEE/ACM TASLP 2019.
 """
@@ -23,274 +29,184 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
+import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
 import pytorch_lightning as pl
 import torch
 
+from ersam_ssl import ssl
 from ersam_ssl.checkpoint import load_model, save_model
-from ersam_ssl.data import DataConfig, DataEngine, SAMDataModule
+from ersam_ssl.data import SAMDataModule
 from ersam_ssl.export import compare_with_torch, export_onnx, quantize_onnx
-from ersam_ssl.hw import count_macs, measure_onnx_latency, measure_torch_latency, report_energy
-from ersam_ssl.metrics import evaluate
-from ersam_ssl.models import CountModel, CountNetCRNN, SAMSpace, build_model
-from ersam_ssl.nas import SearchConfig, run_search
-from ersam_ssl.nas.config import (
-    BudgetConfig,
-    ExportConfig,
-    StrategyConfig,
-    SubnetFinetuneConfig,
-    SupernetConfig,
+from ersam_ssl.hw import (
+    count_macs,
+    load_profile,
+    measure_interleaved,
+    measure_onnx_interleaved,
+    report_energy,
 )
-from ersam_ssl.ssl import FixMatch, OptimConfig, SupervisedCounter, datamodule_for
-from ersam_ssl.trainer import TrainerConfig, fit
+from ersam_ssl.metrics import evaluate
+from ersam_ssl.models import CountNetCRNN
+from ersam_ssl.pipeline import Run, RunConfig, domain_metrics, load_config, run_pipeline
 
-from common import fit_crnn_normaliser, quiet_lightning, result_record, timed, write_result
+from common import RESULTS, fit_crnn_normaliser, quiet_lightning, result_record, timed, write_result
 
+HERE = Path(__file__).resolve().parent
 ERSAM_MW_12H = 40.0
 GOALS = {"macs_ratio": 50.0, "latency_ratio": 20.0, "energy_mw": 4.0, "wall_min": 15.0}
+STAGES = ("data", "pretrain", "teacher", "nas")
 
 
-def bench_trainer(steps: int) -> TrainerConfig:
-    """Same Trainer settings for both models: no validation during training, 4 checkpoints."""
-    return TrainerConfig(
-        max_steps=steps,
-        checkpoint_every_steps=max(1, steps // 4),
-        progress_bar=False,
-        limit_val_batches=0.0,
-        log_every_steps=10,
-    )
-
-
-def train_largest(engine: DataEngine, steps: int, out: Path, batch: int, lr: float) -> Path:
-    """Train the largest SAM member with FixMatch on the few labels + unlabeled clips."""
-    model = build_model(SAMSpace().largest(), num_classes=engine.num_classes)
-    module = FixMatch(model, OptimConfig(lr=lr), levels=engine.levels)
-    datamodule = datamodule_for(FixMatch, engine, batch_size=batch, unlabeled_batch_size=2 * batch)
-    fit(module, datamodule, bench_trainer(steps), out, name="largest_fixmatch")
-    return save_model(model.eval(), out / "model.pt", extra={"method": "fixmatch", "steps": steps})
-
-
-def train_crnn(engine: DataEngine, steps: int, out: Path, batch: int, lr: float, seed: int) -> CountNetCRNN:
-    """CountNet's CRNN, supervised on the labeled budget (its per-bin scaler fitted on pool clips)."""
-    pl.seed_everything(seed, workers=True, verbose=False)
-    model = fit_crnn_normaliser(CountNetCRNN(num_classes=engine.num_classes), engine.pool, 256, seed)
-    module = SupervisedCounter(model, OptimConfig(lr=lr), engine.levels)
-    datamodule = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=batch)
-    fit(module, datamodule, bench_trainer(steps), out, name="crnn")
-    save_model(model.eval(), out / "model.pt", extra={"steps": steps})
-    return model
-
-
-def latencies(models: dict[str, CountModel], onnx: dict[str, Path], num_samples: int, repeats: int) -> dict:
-    """1-thread medians; the models are timed in alternation so load changes hit both alike."""
-    times: dict[str, list[float]] = {f"{k}_torch": [] for k in models} | {f"{k}_ort": [] for k in onnx}
-    rounds = 5
-    for _ in range(rounds):
-        for name, model in models.items():
-            times[f"{name}_torch"].append(
-                measure_torch_latency(model, num_samples, threads=1, warmup=2, repeats=repeats).median_ms
-            )
-        for name, path in onnx.items():
-            times[f"{name}_ort"].append(
-                measure_onnx_latency(path, num_samples, threads=1, warmup=2, repeats=repeats).median_ms
-            )
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
-def train_and_search(engine: DataEngine, args: argparse.Namespace, out: Path) -> dict:
-    """Stage 1: every training run and the search; returns what the report needs (also ``stage1.json``)."""
-    method = "fixmatch"
-    with timed() as pretrain:
-        init = train_largest(engine, args.pretrain_steps, out / "largest", args.batch, args.lr)
-    print(f"largest member ({method}, {args.pretrain_steps} steps): {pretrain.s / 60:.1f} min", flush=True)
-    cfg = SearchConfig(
-        out_dir=str(out / "search"),
-        seed=args.seed,
-        init=str(init),
-        teacher=str(init),
-        data=engine.config,
-        supernet=SupernetConfig(
-            steps=args.supernet_steps, batch_size=args.batch, unlabeled_batch_size=2 * args.batch
-        ),
-        budget=BudgetConfig(max_latency_ms=args.max_latency_ms, max_energy_mw=args.max_energy_mw),
-        search=StrategyConfig(strategy="evolution", trials=args.trials),
-        finetune=SubnetFinetuneConfig(steps=args.finetune_steps),
-        export=ExportConfig(repeats=args.latency_repeats),
-        trainer=TrainerConfig(progress_bar=False, checkpoint_every_steps=50, log_every_steps=10),
-    )
-    summary = run_search(cfg, engine)
-    print(f"search: {json.dumps(summary['timings_s'])}", flush=True)
-    crnn_steps = args.crnn_steps or args.pretrain_steps + args.supernet_steps + args.finetune_steps
-    with timed() as crnn_clock:
-        crnn = train_crnn(engine, crnn_steps, out / "crnn", args.batch, args.lr, args.seed)
-    test = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=args.batch).test_dataloader()
-    crnn_test = {k: v for k, v in evaluate(crnn, test).items() if k in ("mae", "error_rate", "accuracy")}
-    stage1 = {
-        "method": method,
-        "pretrain_s": pretrain.s,
-        "crnn_steps": crnn_steps,
-        "crnn_s": crnn_clock.s,
-        "crnn_test": crnn_test,
-        "summary": summary,
+def searched_steps(cfg: RunConfig) -> dict[str, int]:
+    """Optimizer steps of each training stage of the searched model (0 for a stage that does not train)."""
+    return {
+        "pretrain": 0 if cfg.pretrain.method == "none" else cfg.pretrain.steps,
+        "teacher": 0 if cfg.teacher.method == "none" else cfg.teacher.steps,
+        "supernet": cfg.nas.supernet.steps,
+        "finetune": cfg.nas.finetune.steps,
     }
-    write_result(out / "stage1.json", stage1)
-    return stage1
 
 
-def main() -> None:
+def train_crnn(run: Run, steps: int, resume: bool) -> tuple[CountNetCRNN, float]:
+    """CountNet's CRNN trained by the pretrain stage's method on its data (same batch size), ``steps`` steps.
+
+    Returns the model and the training wall time of this call (seconds).
+    """
+    from ersam_ssl.trainer import fit
+
+    p, engine = run.cfg.pretrain, run.engine
+    if p.method != "mixture":
+        raise SystemExit(f"error: the CRNN reference is trained with mixture supervision; pretrain.method="
+                         f"{p.method} trains an encoder only")  # fmt: skip
+    out = run.dir / "crnn"
+    pl.seed_everything(run.cfg.seed, verbose=False)
+    model = fit_crnn_normaliser(CountNetCRNN(num_classes=engine.num_classes), engine.pool, 256, run.cfg.seed)
+    module = ssl.METHODS.get(p.method).from_stage(model, p, engine.levels)
+    dm = ssl.datamodule_for(module, engine, batch_size=p.batch_size, unlabeled_batch_size=p.batch_size)
+    with timed() as clock:
+        fit(module, dm, run.trainer_cfg(steps), out, name="crnn", resume=resume)
+    save_model(model.eval(), out / "model.pt", extra={"method": p.method, "steps": steps})
+    return model, clock.s
+
+
+def test_metrics(model, run: Run) -> dict:
+    """The pipeline's test set (all metrics but the confusion matrix) and every evaluation domain."""
+    test = SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader()
+    m = {k: v for k, v in evaluate(model, test).items() if k != "confusion"}
+    return {**m, "domains": domain_metrics(model, run.engine)}
+
+
+def int8_variants(run: Run, fp32: Path) -> dict[str, Path]:
+    """The int8 export keeps the log-mel frontend fp32 (dynamic quantization); two more variants show the
+    alternatives: an int8 frontend, and static QDQ quantization calibrated on pool clips."""
+    pool = run.engine.pool
+    calib = torch.stack([pool[i][0] for i in range(0, len(pool), max(1, len(pool) // 64))]).split(16)
+    return {
+        "int8_frontend": quantize_onnx(fp32, fp32.with_name("model.int8_frontend.onnx"), quantize_frontend=True),
+        "int8_static": quantize_onnx(fp32, fp32.with_name("model.int8_static.onnx"), "static", calibration=calib),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/bench_nas")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16, help="labeled clips per step (every model)")
-    p.add_argument("--pretrain-steps", type=int, default=100, help="largest member on labels + unlabeled")
-    p.add_argument("--supernet-steps", type=int, default=100)
-    p.add_argument("--finetune-steps", type=int, default=40)
-    p.add_argument("--crnn-steps", type=int, default=None, help="default: the three stages' sum")
-    p.add_argument("--trials", type=int, default=100)
-    p.add_argument(
-        "--max-latency-ms", type=float, default=3.0, help="LUT latency budget (this CPU, 1 thread)"
-    )
-    p.add_argument("--max-energy-mw", type=float, default=GOALS["energy_mw"])
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--latency-repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2, help="torch threads for training")
-    p.add_argument(
-        "--remeasure", action="store_true", help="reuse a finished run in --out; measure and report"
-    )
-    args = p.parse_args()
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, as for recipes/run.py")
+    p.add_argument("--config", default=None, help="a recipes/configs preset (default: the embedded default)")
+    p.add_argument("--work-dir", default=str(HERE / "work" / "nas"), help="the pipeline run and the CRNN")
+    p.add_argument("--out", default=str(RESULTS / "nas.json"))
+    p.add_argument("--crnn-steps", type=int, default=None, help="default: the searched model's training steps")
+    p.add_argument("--rounds", type=int, default=30, help="interleaved latency rounds (1 thread)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --work-dir")
+    p.add_argument("--overwrite", action="store_true", help="start over in --work-dir")
+    args = p.parse_args(argv)
     quiet_lightning()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(args.seed, workers=True, verbose=False)
+    cfg = load_config(args.config, args.overrides)
+    cfg = replace(cfg, name="pipeline", out_root=args.work_dir, stages=STAGES)
+    run = Run(cfg)
 
-    engine = DataEngine(DataConfig(seed=args.seed, batch_size=args.batch))
-    print(f"data: {json.dumps(engine.summary())}", flush=True)
-    if args.remeasure:
-        stage1 = json.loads((out / "stage1.json").read_text())
-    else:
-        stage1 = train_and_search(engine, args, out)
-    report(engine, stage1, args, out)
+    with timed() as pipeline_clock:
+        run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite)
+    stage = {s: run.done(s) for s in STAGES}
+    steps = searched_steps(cfg)
+    crnn_steps = args.crnn_steps or sum(steps.values())
+    crnn, crnn_s = train_crnn(run, crnn_steps, resume=args.resume)
+    searched = load_model(run.dir / "nas" / "model.pt")
+    print(f"pipeline {pipeline_clock.s / 60:.1f} min this call; CRNN {crnn_steps} steps {crnn_s / 60:.1f} min",
+          flush=True)  # fmt: skip
 
-
-def report(engine: DataEngine, stage1: dict, args: argparse.Namespace, out: Path) -> None:
-    """Stage 2: costs and latencies of both models (same run), the table and the goals."""
-    n = engine.config.mixture.num_samples
-    summary, crnn_test, crnn_steps = stage1["summary"], stage1["crnn_test"], stage1["crnn_steps"]
-    searched = load_model(out / "search" / "model.pt")
-    crnn = load_model(out / "crnn" / "model.pt")
-    # The int8 export keeps the log-mel frontend fp32 (dynamic quantization); two variants show the
-    # alternatives: an int8 frontend, and static QDQ quantization calibrated on training clips.
-    fp32 = out / "search" / "model.onnx"
-    variants = {
-        "int8_frontend": quantize_onnx(
-            fp32, out / "search" / "model.int8_frontend.onnx", quantize_frontend=True
-        ),
-        "int8_static": quantize_onnx(
-            fp32,
-            out / "search" / "model.int8_static.onnx",
-            "static",
-            calibration=torch.stack([engine.pool[i][0] for i in range(0, len(engine.pool), 34)]).split(16),
-        ),
-    }
-    test = SAMDataModule(engine, labeled_views={"x": "weak"}, batch_size=args.batch).test_dataloader()
-    variant_test = compare_with_torch(searched, variants, test)
-    onnx = {
-        "sam": fp32,
-        "sam_int8": out / "search" / "model.int8.onnx",
-        **{f"sam_{k}": v for k, v in variants.items()},
-        "crnn": export_onnx(crnn, out / "crnn" / "model.onnx", n),
-    }
-    lat = latencies({"sam": searched, "crnn": crnn}, onnx, n, args.latency_repeats)
+    tests = {"searched": test_metrics(searched, run), "crnn": test_metrics(crnn, run)}
+    fp32 = run.dir / "nas" / "model.onnx"
+    variants = int8_variants(run, fp32)
+    test = SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader()
+    variant_test = compare_with_torch(searched, variants, test, levels=run.engine.levels)
+    n = run.engine.config.mixture.num_samples
+    onnx = {"sam": fp32, "sam_int8": run.dir / "nas" / "model.int8.onnx",
+            **{f"sam_{k}": v for k, v in variants.items()}, "crnn": export_onnx(crnn, run.dir / "crnn" / "model.onnx", n)}  # fmt: skip
+    torch_ms = measure_interleaved([searched, crnn], n, threads=1, rounds=args.rounds)
+    ort_ms = measure_onnx_interleaved(list(onnx.values()), n, threads=1, rounds=args.rounds)
+    latency = {"sam_torch": torch_ms[0], "crnn_torch": torch_ms[1], **{f"{k}_ort": v for k, v in zip(onnx, ort_ms)}}
     macs = {"sam": count_macs(searched, n).macs, "crnn": count_macs(crnn, n).macs}
-    power = {k: report_energy(v, "pixel3", period_s=5.0, hours=12.0).avg_power_mw for k, v in macs.items()}
-    sam_test = summary["test"]
-    int8_test = summary["export"]["test"]["onnx_int8"]
-    rows = {
-        "CountNet CRNN": (crnn_test, macs["crnn"], lat["crnn_torch"], lat["crnn_ort"], power["crnn"]),
-        "searched SAM": (sam_test, macs["sam"], lat["sam_torch"], lat["sam_ort"], power["sam"]),
-        "  int8 (ORT)": (int8_test, macs["sam"], None, lat["sam_int8_ort"], power["sam"]),
-        "  int8 frontend too": (
-            variant_test["int8_frontend"],
-            macs["sam"],
-            None,
-            lat["sam_int8_frontend_ort"],
-            power["sam"],
-        ),
-        "  int8 static QDQ": (
-            variant_test["int8_static"],
-            macs["sam"],
-            None,
-            lat["sam_int8_static_ort"],
-            power["sam"],
-        ),
+    profile = load_profile(cfg.nas.budget.profile)
+    power = {k: report_energy(v, profile, period_s=5.0, hours=12.0).avg_power_mw for k, v in macs.items()}
+    nas = stage["nas"]
+    timings = {**nas["timings_s"], "pretrain_s": stage["pretrain"].get("wall_s", 0.0),
+               "teacher_s": stage["teacher"].get("wall_s", 0.0), "crnn_s": round(crnn_s, 1)}  # fmt: skip
+    search_min = (timings["supernet_s"] + timings["search_s"]) / 60
+    ratios = {
+        "macs": macs["crnn"] / macs["sam"],
+        "torch_latency": latency["crnn_torch"] / latency["sam_torch"],
+        "ort_latency": latency["crnn_ort"] / latency["sam_ort"],
     }
-    print(
-        f"\nTest set: {len(engine.test)} clips, 0..{engine.num_classes - 1} speakers; labels: "
-        f"{engine.budget[0].size} clips ({engine.config.labels_per_class}/class), unlabeled: "
-        f"{engine.budget[1].size}. Latency: 1 thread, one 5 s window, median of 5 interleaved rounds."
-    )
-    header = (
-        f"{'model':18s} {'err %':>6s} {'MAE':>5s} {'MMACs':>8s} {'MACs x':>7s} {'torch ms':>9s} {'x':>6s} "
-        f"{'ORT ms':>8s} {'x':>6s} {'mW·12h':>7s}"
-    )
-    print(header)
-    print("-" * len(header))
-    for name, (metrics, m, t_ms, o_ms, mw) in rows.items():
-        t_txt = f"{t_ms:9.2f} {lat['crnn_torch'] / t_ms:6.1f}" if t_ms else f"{'-':>9s} {'-':>6s}"
-        print(
-            f"{name:18s} {100 * metrics['error_rate']:6.1f} {metrics['mae']:5.2f} {m / 1e6:8.1f} "
-            f"{macs['crnn'] / m:7.1f} {t_txt} {o_ms:8.2f} {lat['crnn_ort'] / o_ms:6.1f} {mw:7.3f}"
-        )
-    print(
-        f"{'ERSAM (paper)':18s} {'':>6s} {'':>5s} {'':>8s} {'':>7s} {'':>9s} {'':>6s} {'':>8s} {'':>6s} "
-        f"{ERSAM_MW_12H:7.1f}"
-    )
-    timings = summary["timings_s"]
-    wall_min = (timings["supernet_s"] + timings["search_s"]) / 60
-    print(f"\nsearched arch: {json.dumps(summary['arch'])}")
-    print(
-        f"search: {summary['evaluated']} members evaluated, {summary['rejected']} over budget rejected; "
-        f"val error {100 * summary['val']['error_rate']:.1f}%, LUT latency {summary['cost']['latency_ms']:.2f} ms"
-    )
-    print(
-        f"training steps (batch {args.batch}): searched = {args.pretrain_steps} ({stage1['method']}, largest "
-        f"member) + {args.supernet_steps} (supernet) + {args.finetune_steps} (fine-tune); CRNN = {crnn_steps} "
-        f"(supervised, {stage1['crnn_s'] / 60:.1f} min)"
-    )
-    print(
-        f"wall time: largest member {stage1['pretrain_s'] / 60:.1f} min, supernet + search {wall_min:.1f} min "
-        f"(supernet {timings['supernet_s'] / 60:.1f}, search {timings['search_s'] / 60:.1f}), "
-        f"fine-tune {timings['finetune_s'] / 60:.1f}, export {timings.get('export_s', 0) / 60:.1f}"
-    )
+    int8_test = {"dynamic": nas["export"]["test"]["onnx_int8"], **{k: variant_test[k] for k in variants}}
     goals = {
-        f"MACs >= {GOALS['macs_ratio']:.0f}x fewer": macs["crnn"] / macs["sam"] >= GOALS["macs_ratio"],
-        f"torch latency >= {GOALS['latency_ratio']:.0f}x lower": lat["crnn_torch"] / lat["sam_torch"]
-        >= GOALS["latency_ratio"],
-        f"ORT latency >= {GOALS['latency_ratio']:.0f}x lower": lat["crnn_ort"] / lat["sam_ort"]
-        >= GOALS["latency_ratio"],
-        "MAE no worse than the CRNN": sam_test["mae"] <= crnn_test["mae"],
+        f"MACs >= {GOALS['macs_ratio']:.0f}x fewer": ratios["macs"] >= GOALS["macs_ratio"],
+        f"torch latency >= {GOALS['latency_ratio']:.0f}x lower": ratios["torch_latency"] >= GOALS["latency_ratio"],
+        f"ORT latency >= {GOALS['latency_ratio']:.0f}x lower": ratios["ort_latency"] >= GOALS["latency_ratio"],
+        "MAE no worse than the CRNN": tests["searched"]["mae"] <= tests["crnn"]["mae"],
         f"modelled power <= {GOALS['energy_mw']:.0f} mW·12h": power["sam"] <= GOALS["energy_mw"],
-        f"supernet + search < {GOALS['wall_min']:.0f} min": wall_min < GOALS["wall_min"],
+        f"supernet + search < {GOALS['wall_min']:.0f} min": search_min < GOALS["wall_min"],
     }
-    print("\ngoals: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items()))
     result = result_record(
-        "nas",
-        args=vars(args),
-        arch=summary["arch"],
-        latency_ms=lat,
-        macs=macs,
-        avg_power_mw=power,
-        crnn_test=crnn_test,
-        sam_test=sam_test,
-        int8_test=int8_test,
-        variant_test=variant_test,
-        goals=goals,
-        timings_s={**timings, "pretrain_s": stage1["pretrain_s"], "crnn_s": stage1["crnn_s"]},
-    )
-    write_result(out / "bench.json", result)
+        "nas", argv, config=args.config, overrides=args.overrides, arch=nas["arch"], steps=steps,
+        crnn_steps=crnn_steps, crnn_method=cfg.pretrain.method, batch_size=cfg.pretrain.batch_size,
+        latency_ms=latency, latency_rounds=args.rounds, macs=macs, ratios=ratios, avg_power_mw=power,
+        profile=profile.name, test=tests, int8_test=int8_test, search={k: nas[k] for k in ("evaluated", "rejected")},
+        timings_s=timings, goals=goals,
+    )  # fmt: skip
+    print_report(result)
+    write_result(args.out, result)
+    print(f"wrote {args.out}")
+    return result
+
+
+def print_report(r: dict) -> None:
+    lat, macs, power, tests = r["latency_ms"], r["macs"], r["avg_power_mw"], r["test"]
+    domains = list(tests["searched"]["domains"])
+    head = (f"{'model':20s} {'MAE':>5s} {'err %':>6s} {'MMACs':>8s} {'torch ms':>9s} {'ORT ms':>8s} {'mW·12h':>7s}  "
+            + " ".join(f"{d[:8]:>8s}" for d in domains))  # fmt: skip
+    print("\ntest MAE (and per evaluation domain); latency: 1 thread, one window, interleaved rounds")
+    print(head)
+    print("-" * len(head))
+    for name, key in (("CountNet CRNN", "crnn"), ("searched SAM", "sam")):
+        t = tests["crnn" if key == "crnn" else "searched"]
+        print(f"{name:20s} {t['mae']:5.2f} {100 * t['error_rate']:6.1f} {macs[key] / 1e6:8.1f} "
+              f"{lat[f'{key}_torch']:9.2f} {lat[f'{key}_ort']:8.2f} {power[key]:7.3f}  "
+              + " ".join(f"{t['domains'][d]['mae']:8.2f}" for d in domains))  # fmt: skip
+    for name, t in r["int8_test"].items():
+        ort_key = {"dynamic": "sam_int8_ort"}.get(name, f"sam_{name}_ort")
+        print(f"  int8 {name:14s} {t['mae']:5.2f} {100 * t['error_rate']:6.1f} {'':>8s} {'':>9s} {lat[ort_key]:8.2f}")
+    print(f"{'ERSAM (paper)':20s} {'':>5s} {'':>6s} {'':>8s} {'':>9s} {'':>8s} {ERSAM_MW_12H:7.1f}")
+    ratios = r["ratios"]
+    print(f"\nCRNN / searched: MACs {ratios['macs']:.0f}x, torch latency {ratios['torch_latency']:.1f}x, "
+          f"ORT latency {ratios['ort_latency']:.1f}x")  # fmt: skip
+    print(f"searched arch: {json.dumps(r['arch'])}")
+    t = r["timings_s"]
+    print(f"training steps: searched {r['steps']} (sum {sum(r['steps'].values())}); CRNN {r['crnn_steps']} "
+          f"({r['crnn_method']}, {t['crnn_s'] / 60:.1f} min)")  # fmt: skip
+    print(f"wall time: pretrain {t['pretrain_s'] / 60:.1f} min, teacher {t['teacher_s'] / 60:.1f}, supernet "
+          f"{t['supernet_s'] / 60:.1f}, search {t['search_s'] / 60:.1f}, fine-tune {t['finetune_s'] / 60:.1f}")  # fmt: skip
+    print("goals: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["goals"].items()))
 
 
 if __name__ == "__main__":

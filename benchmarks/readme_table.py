@@ -3,8 +3,9 @@
     python benchmarks/readme_table.py            # rewrite the block between the README's markers
     python benchmarks/readme_table.py --check    # exit 1 if the README is out of date (run by the tests)
 
-Sources: ``benchmarks/results/accuracy/*.json`` (``benchmarks/accuracy.py``) and
-``benchmarks/results/cpu_sharing.json`` (``benchmarks/cpu_sharing.py``); each table names the command
+Sources: ``benchmarks/results/accuracy/*.json`` (``benchmarks/accuracy.py``), ``results/pipeline/*.json``
+(``recipes/run.py``), ``results/nas.json`` (``benchmarks/nas.py``), ``results/profile_step.json``,
+``results/reliability.json`` and ``results/cpu_sharing.json`` (the scripts of those names); each table names the command
 that reproduces it and the date of the runs.
 """
 
@@ -177,6 +178,39 @@ def record_run(run_dir: Path, command: str) -> Path:
     return write_result(HERE / "results" / "pipeline" / f"{run_dir.name}.json", summary)
 
 
+def nas_table(path: Path) -> str:
+    """The searched model vs CountNet's CRNN, same pipeline data and steps (``benchmarks/nas.py``)."""
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    lat, macs, power, tests = d["latency_ms"], d["macs"], d["avg_power_mw"], d["test"]
+    domains = [k for k in ("clinical", "clean", "conversational") if k in tests["searched"]["domains"]]
+    lines = ["| model | test MAE (" + " / ".join(domains) + ") | MMACs per window | 1-thread latency torch / ORT, ms | "
+             "Pixel-3 mW·12 h |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, key, t in (("CountNet CRNN", "crnn", tests["crnn"]), ("searched SAM", "sam", tests["searched"])):
+        maes = " / ".join(f"{t['domains'][k]['mae']:.2f}" for k in domains)
+        lines.append(f"| {name} | {t['mae']:.2f} ({maes}) | {macs[key] / 1e6:.1f} | {lat[f'{key}_torch']:.2f} / "
+                     f"{lat[f'{key}_ort']:.2f} | {power[key]:.2f} |")  # fmt: skip
+    for name, t in d["int8_test"].items():
+        ort = lat["sam_int8_ort"] if name == "dynamic" else lat[f"sam_{name}_ort"]
+        lines.append(f"| … int8 ONNX, {name} | {t['mae']:.2f} | | – / {ort:.2f} | |")
+    r, tm = d["ratios"], d["timings_s"]
+    goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["goals"].items())
+    return "\n".join(
+        [
+            f"**Searched model vs CountNet's CRNN** (`{d['command']}`, {d['date']}): the pipeline's own stages "
+            f"({sum(d['steps'].values())} training steps: {', '.join(f'{k} {v}' for k, v in d['steps'].items())}), "
+            f"the CRNN trained by {d['crnn_method']} supervision on the same data for {d['crnn_steps']} steps "
+            f"({tm['crnn_s'] / 60:.1f} min); latency timed round-robin in one run. CRNN / searched: MACs "
+            f"{r['macs']:.0f}x, latency torch {r['torch_latency']:.1f}x, ORT {r['ort_latency']:.1f}x. Supernet "
+            f"+ search {tm['supernet_s'] / 60:.1f} + {tm['search_s'] / 60:.1f} min ({d['search']['evaluated']} "
+            f"members, {d['search']['rejected']} over budget). Goals: {goals}.",
+            "",
+            *lines,
+        ]
+    )
+
+
 def profile_table(path: Path) -> str:
     """Where a mixture-supervision training step's time goes (``benchmarks/profile_step.py``)."""
     if not path.is_file():
@@ -225,6 +259,7 @@ def render() -> str:
     parts = [
         accuracy_tables(HERE / "results" / "accuracy"),
         pipeline_table(HERE / "results" / "pipeline"),
+        nas_table(HERE / "results" / "nas.json"),
         profile_table(HERE / "results" / "profile_step.json"),
         reliability_table(HERE / "results" / "reliability.json"),
         cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
