@@ -82,6 +82,7 @@ def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) 
     roots = {"libri": args.libri, "ocean": args.ocean, "synth": args.synth}
     present = [c for c in CORPORA if roots[c]]
     first, rest = present[0], present[1:]
+    conv = {} if args.conversation_prob is None else {"train_conversation_prob": args.conversation_prob}
     cfg = DataConfig(
         source=CORPORA[first],
         root=roots[first] if first != "synth" else None,
@@ -91,6 +92,7 @@ def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) 
         num_workers=args.workers,
         labels_per_class=labels_per_class,
         seed=seed,
+        **conv,
     )
     return DataEngine(cfg)
 
@@ -244,6 +246,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
         "teacher": None if teacher_info is None else {k: teacher_info[k] for k in ("run", "model", "final")},
         "variant": args.variant, "space": args.space, "n_mels": args.n_mels, "spec_augment": None if spec is None else asdict(spec),
         "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
+        "train_conversation_prob": engine.config.train_conversation_prob,
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema,
         "workers": args.workers, "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
         "test_speakers": {c: len(speakers_of(engine, "test", c)) for c in corpora},
@@ -424,6 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--n-mels", type=int, default=64, help="mel bands of the SAM frontend (name the run with --variant)")
+    p.add_argument("--conversation-prob", type=float, default=None,
+                   help="share of conversational training mixtures (default: DataConfig's; name the run with --variant)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="EMA decay of the weights (e.g. 0.999; 0 = off): snapshots and the final model are the average")  # fmt: skip
     p.add_argument("--workers", type=int, default=1)
@@ -450,8 +455,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (a.libri or a.ocean or a.synth):
         p.error("give --libri, --ocean and/or --synth")
-    if (a.ema or a.n_mels != 64) and not a.variant:
-        p.error("--ema / --n-mels need --variant (the run names must differ from the default runs)")
+    if (a.ema or a.n_mels != 64 or a.conversation_prob is not None) and not a.variant:
+        p.error("--ema / --n-mels / --conversation-prob need --variant (the run names must differ from the default runs)")
     if a.space and not a.variant:
         p.error("--space needs --variant (the run names must differ from runs in the default space)")
     if a.eval_model and not a.name:
