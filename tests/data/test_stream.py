@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from ersam_ssl.data import (
@@ -21,8 +22,9 @@ def _conversations(engine, n=40, **kw):
     return MixtureDataset(engine.bank, engine.splits["train"], n, cfg, seed=3, split="conv")
 
 
-def test_conversation_label_is_the_number_of_speakers_active_long_enough(small_engine):
-    ds = _conversations(small_engine)
+@pytest.mark.parametrize("kw", [{}, {"max_speakers": 7, "max_group": 2}], ids=["one", "parallel"])
+def test_conversation_label_is_the_number_of_speakers_active_long_enough(small_engine, kw):
+    ds = _conversations(small_engine, **kw)
     min_frames = np.ceil(ds.config.min_speech_s * ds.config.sample_rate / VAD_FRAME)
     backchannels = 0
     for i in range(len(ds)):
@@ -31,6 +33,7 @@ def test_conversation_label_is_the_number_of_speakers_active_long_enough(small_e
         if m.count == 0:
             continue
         assert m.meta["conversation"]
+        assert m.meta["conversation_groups"] == -(-m.count // ds.config.max_group)
         talkers = int((m.activity.sum(axis=1) >= min_frames).sum())
         assert talkers == m.count, (i, m.activity.sum(axis=1))
         if "backchannel_speaker" in m.meta:  # present in the audio, below the threshold, not counted
@@ -47,6 +50,35 @@ def test_conversation_turns_take_turns(small_engine):
     plain = small_engine.mixtures("train", 40, "clean")
     share = lambda d: np.mean([d.generate(i).activity.mean() for i in range(1, 40) if i % 4])  # noqa: E731
     assert share(ds) < 0.8 * share(plain)
+
+
+def test_many_speakers_talk_in_parallel_conversations_of_at_most_max_group(monkeypatch):
+    from ersam_ssl.data import mixtures
+
+    cfg = mixtures.MixtureConfig(max_group=4)
+    frames = cfg.num_samples // VAD_FRAME
+    sizes = []
+    real = mixtures._conversation
+    monkeypatch.setattr(mixtures, "_conversation", lambda k, *a: sizes.append(k) or real(k, *a))
+    for k, groups in ((1, [1]), (4, [4]), (5, [3, 2]), (8, [4, 4]), (10, [4, 3, 3])):
+        sizes.clear()
+        env = mixtures._turn_plan(k, frames, cfg, np.random.default_rng(k))
+        assert sizes == groups and env.shape == (k, frames) and env.any(axis=1).all()
+    sizes.clear()
+    mixtures._turn_plan(10, frames, replace(cfg, max_group=0), np.random.default_rng(0))
+    assert sizes == [10]  # max_group=0: one conversation of everybody
+    # up to max_group speakers: the plan of one conversation, draw for draw
+    for k in (2, 4):
+        a = mixtures._turn_plan(k, frames, cfg, np.random.default_rng(9))
+        np.testing.assert_array_equal(a, real(k, frames, cfg, np.random.default_rng(9)))
+    # parallel conversations: more voices at once and longer turns than ten people in one conversation
+    def stats(c):
+        envs = [mixtures._turn_plan(10, frames, c, np.random.default_rng(s)) for s in range(30)]
+        return np.mean([e.sum(axis=0).mean() for e in envs]), np.mean([e.sum(axis=1).mean() for e in envs])
+    (conc_groups, turn_groups), (conc_one, turn_one) = stats(cfg), stats(replace(cfg, max_group=0))
+    assert conc_groups > 1.5 * conc_one and turn_groups > 1.5 * turn_one
+    with pytest.raises(ValueError, match="max_group"):
+        replace(cfg, max_group=-1).validate()
 
 
 def test_no_conversation_leaves_items_unchanged(small_engine):
