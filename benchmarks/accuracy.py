@@ -87,7 +87,7 @@ def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) 
         source=CORPORA[first],
         root=roots[first] if first != "synth" else None,
         extra_sources=tuple(f"{CORPORA[c]}:{roots[c]}" if c != "synth" else "synth" for c in rest),
-        mixture=MixtureConfig(max_speakers=10),
+        mixture=MixtureConfig(max_speakers=10, **({} if args.max_group is None else {"max_group": args.max_group})),
         batch_size=args.batch_size,
         num_workers=args.workers,
         labels_per_class=labels_per_class,
@@ -246,7 +246,7 @@ def train_and_score(args: argparse.Namespace, model_name: str, train: str, seed:
         "teacher": None if teacher_info is None else {k: teacher_info[k] for k in ("run", "model", "final")},
         "variant": args.variant, "space": args.space, "n_mels": args.n_mels, "spec_augment": None if spec is None else asdict(spec),
         "train_scenario": asdict(engine.renderer(engine.config.train_scenario).config),
-        "train_conversation_prob": engine.config.train_conversation_prob,
+        "train_conversation_prob": engine.config.train_conversation_prob, "mixture": asdict(engine.config.mixture),
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema_decay": args.ema,
         "workers": args.workers, "threads": torch.get_num_threads(), "train_speakers": len(train_spk),
         "test_speakers": {c: len(speakers_of(engine, "test", c)) for c in corpora},
@@ -312,19 +312,38 @@ def adapt(args: argparse.Namespace, model_name: str, train: str, seed: int, meth
         "source": source_id, "steps": args.adapt_steps, "labels": int(len(engine.pool)) if method ==
         "source+all-labels" else (0 if method == "source-only" else int(lab.size)),
         "target_domain": engine.config.labeled_scenario, "wall_s_this_call": round(wall, 1),
-        "train_min": round(wall / 60, 3), "final": scores,
+        "train_min": round(wall / 60, 3), "final": scores, "mixture": asdict(engine.config.mixture),
         "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
         **result_record("accuracy"),
     }  # fmt: skip
 
 
+class OnnxModel(torch.nn.Module):
+    """An exported counter (e.g. the bundled one) as a module :func:`ersam_ssl.metrics.evaluate` can score: the
+    raw outputs from ONNX Runtime, the head rebuilt from the file's config (no temperature: calibration
+    changes confidences, not counts)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from ersam_ssl.analysis.counters import OnnxCounter
+
+        super().__init__()
+        self.counter = OnnxCounter(path)
+        self.head = self.counter.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.counter
+        parts = x.split(c.fixed_batch or x.shape[0])
+        return torch.cat([torch.from_numpy(c.session.run(None, {c.input_name: p.numpy()})[0]) for p in parts])
+
+
 def score_model_file(args: argparse.Namespace, seed: int) -> dict:
-    """Score a trained counter file (e.g. a pipeline's ``nas/model.pt``) on the same test sets."""
+    """Score a trained counter file (a pipeline's ``nas/model.pt``, an exported ``.onnx``) on the same test
+    sets."""
     from ersam_ssl.checkpoint import load_model
 
     engine = engine_for(args, seed)
     corpora = [c for c in CORPORA if getattr(args, c)]
-    model = load_model(args.eval_model).eval()
+    model = OnnxModel(args.eval_model) if Path(args.eval_model).suffix == ".onnx" else load_model(args.eval_model).eval()
     sets = {c: test_sets(engine, c, args.eval_per_count) for c in corpora}
     scores = {c: {d: _score(model, ds) for d, ds in sets[c].items()} for c in corpora}
     rid = f"eval-{args.name}-s{seed}"
@@ -332,6 +351,7 @@ def score_model_file(args: argparse.Namespace, seed: int) -> dict:
     return {
         "run": rid, "method": f"eval:{args.name}", "model": Path(args.eval_model).name, "train": "-",
         "seed": seed, "steps": 0, "model_file": str(args.eval_model), "train_min": 0.0, "final": scores,
+        "mixture": asdict(engine.config.mixture),
         "median_baseline_mae": {c: {d: _median_mae(ds) for d, ds in sets[c].items()} for c in corpora},
         **result_record("accuracy"),
     }  # fmt: skip
@@ -429,6 +449,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-mels", type=int, default=64, help="mel bands of the SAM frontend (name the run with --variant)")
     p.add_argument("--conversation-prob", type=float, default=None,
                    help="share of conversational training mixtures (default: DataConfig's; name the run with --variant)")
+    p.add_argument("--max-group", type=int, default=None,
+                   help="largest conversation of the conversational mixtures, training and test (0: all speakers "
+                        "in one; default: MixtureConfig's; name the run with --variant)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="EMA decay of the weights (e.g. 0.999; 0 = off): snapshots and the final model are the average")  # fmt: skip
     p.add_argument("--workers", type=int, default=1)
@@ -455,8 +478,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (a.libri or a.ocean or a.synth):
         p.error("give --libri, --ocean and/or --synth")
-    if (a.ema or a.n_mels != 64 or a.conversation_prob is not None) and not a.variant:
-        p.error("--ema / --n-mels / --conversation-prob need --variant (the run names must differ from the default runs)")
+    if (a.ema or a.n_mels != 64 or a.conversation_prob is not None or a.max_group is not None) and not a.variant:
+        p.error("--ema / --n-mels / --conversation-prob / --max-group need --variant (the run names must differ from the default runs)")
     if a.space and not a.variant:
         p.error("--space needs --variant (the run names must differ from runs in the default space)")
     if a.eval_model and not a.name:
