@@ -46,8 +46,8 @@ from ersam_ssl.hw import (
     count_macs,
     load_profile,
     machine_info,
-    measure_onnx_latency,
-    measure_torch_latency,
+    measure_interleaved,
+    measure_onnx_interleaved,
     report_energy,
     sam_latency_predictor,
     spec_key,
@@ -80,20 +80,21 @@ def cost_table(args: argparse.Namespace) -> list[dict]:
         "SAM default": build_model(space.default()),
         "SAM largest": build_model(space.largest()),
     }
+    # every model timed round-robin (rounds = --repeats), so that a slow spell of the machine hits all alike
+    timing = {"threads": args.threads, "warmup": args.warmup, "rounds": args.repeats}
+    torch_ms = measure_interleaved(list(models.values()), args.num_samples, **timing)
+    onnx_ms = measure_onnx_interleaved(list(models.values()), args.num_samples, **timing)
     rows = []
-    for name, model in models.items():
+    for (name, model), t_ms, o_ms in zip(models.items(), torch_ms, onnx_ms):
         report = count_macs(model, args.num_samples)
-        timing = {"threads": args.threads, "warmup": args.warmup, "repeats": args.repeats}
-        torch_ms = measure_torch_latency(model, args.num_samples, **timing).median_ms
-        onnx_ms = measure_onnx_latency(model, args.num_samples, **timing).median_ms
         energy = report_energy(report.macs, profile, period_s=5.0, hours=12.0)
         rows.append(
             {
                 "model": name,
                 "params": report.params,
                 "macs": report.macs,
-                "torch_ms": torch_ms,
-                "onnx_ms": onnx_ms,
+                "torch_ms": t_ms,
+                "onnx_ms": o_ms,
                 "energy_mj": energy.energy_mj_per_inference,
                 "avg_power_mw": energy.avg_power_mw,
                 "energy_mwh_12h": energy.energy_mwh,
@@ -102,7 +103,8 @@ def cost_table(args: argparse.Namespace) -> list[dict]:
 
     crnn = rows[0]
     print(
-        f"\nPer 5 s window ({args.num_samples} samples), {args.threads} thread(s), median of {args.repeats} runs;"
+        f"\nPer 5 s window ({args.num_samples} samples), {args.threads} thread(s), median of {args.repeats} "
+        "interleaved rounds;"
     )
     print(f"energy modelled for profile {profile.name!r} ({profile.description}).\n")
     header = (
@@ -383,6 +385,7 @@ def main() -> None:
         load_average_after=os.getloadavg(),
         wall_s=total.s,
         cost_table=costs,
+        cost_timing="interleaved",
         latency_predictor=accuracy,
     )
     print(f"\n{total.s:.0f} s; load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
