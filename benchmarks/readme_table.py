@@ -226,6 +226,53 @@ def nas_table(path: Path) -> str:
     )
 
 
+def cost_table(path: Path) -> str:
+    """Cost per 5 s window and the latency predictor's accuracy (``benchmarks/cost_models.py``)."""
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    rows = {r["model"]: r for r in d["cost_table"]}
+    crnn = rows["CountNet CRNN"]
+    lines = ["| model | params | MMACs (CRNN / model) | 1-thread latency torch / ORT, ms (CRNN / model) | "
+             "Pixel-3 mW·12 h |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['params']:,} | {r['macs'] / 1e6:.1f} ({crnn['macs'] / r['macs']:.0f}x) | "
+                     f"{r['torch_ms']:.2f} / {r['onnx_ms']:.2f} ({crnn['torch_ms'] / r['torch_ms']:.0f}x / "
+                     f"{crnn['onnx_ms'] / r['onnx_ms']:.0f}x) | {r['avg_power_mw']:.2f} |")  # fmt: skip
+    how = "timed round-robin in one run" if d.get("cost_timing") == "interleaved" else "timed one model after another"
+    text = [f"**Cost per 5 s window** (`{d['command']}`, {d['date']}; latencies {how} on this 2-core VM, whose "
+            "absolute speed drifts by up to a third: keep the ratios):", "", *lines]  # fmt: skip
+    lp = d.get("latency_predictor")
+    if lp:
+        raw, cor, noise = lp["raw_sum"], lp["corrected"], lp["measurement_noise"]["held_out"]
+        text += ["", f"Latency predictor used by the search, on {lp['held_out']['archs']} held-out members "
+                 f"({lp['held_out']['measured_ms_min']:.1f}–{lp['held_out']['measured_ms_max']:.1f} ms): per-op sum "
+                 f"{raw['mean_abs_pct_error']:.1f} % mean abs. error, Spearman {raw['spearman']:.3f}; corrected "
+                 f"{cor['mean_abs_pct_error']:.1f} %, {cor['spearman']:.3f}; the measurement's own test-retest "
+                 f"{noise['mean_abs_pct_diff']:.1f} %, {noise['spearman']:.3f} (targets ≤ "
+                 f"{lp['targets']['mean_abs_pct_error_max']:.0f} %, ≥ {lp['targets']['spearman_min']})."]  # fmt: skip
+    return "\n".join(text)
+
+
+def vad_table(path: Path) -> str:
+    """Silero vs energy VAD on a recording with non-speech sounds (``benchmarks/vad.py``)."""
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())
+    seg = d["segments"]
+    kinds = [k for k in ("music", "noise", "clatter", "count0", "speech") if k in seg]
+    lines = ["| VAD | " + " | ".join(f"{k} ({seg[k]})" for k in kinds) + " | speed, x real time |",
+             "|" + "---|" * (len(kinds) + 2)]  # fmt: skip
+    for vad in ("energy", "silero"):
+        cells = [f"{100 * d[vad][k]['gated']:.0f} % gated, {100 * d[vad][k]['counted']:.0f} % counted" for k in kinds]
+        lines.append(f"| {vad} | " + " | ".join(cells) + f" | {d['speed_x_real_time'][vad]:.0f} |")
+    return "\n".join([
+        f"**Speech VAD in `analyze`** (`{d['command']}`{', ' + d['date'] if 'date' in d else ''}): 5 s segments of synthesized non-speech "
+        "(music-like tones, coloured noise, clatter), silence with background (count0) and speech of 1–10 "
+        "speakers; the rest of each row is `uncertain`. Speed: SAM ONNX, 1 thread, best of "
+        f"{len(d['speed_runs']['silero'])} runs.", "", *lines])  # fmt: skip
+
+
 def profile_table(path: Path) -> str:
     """Where a mixture-supervision training step's time goes (``benchmarks/profile_step.py``)."""
     if not path.is_file():
@@ -275,6 +322,8 @@ def render() -> str:
         accuracy_tables(HERE / "results" / "accuracy"),
         pipeline_table(HERE / "results" / "pipeline"),
         nas_table(HERE / "results" / "nas.json"),
+        cost_table(HERE / "results" / "cost_models.json"),
+        vad_table(HERE / "results" / "vad.json"),
         profile_table(HERE / "results" / "profile_step.json"),
         reliability_table(HERE / "results" / "reliability.json"),
         cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
