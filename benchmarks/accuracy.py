@@ -87,7 +87,7 @@ def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) 
         source=CORPORA[first],
         root=roots[first] if first != "synth" else None,
         extra_sources=tuple(f"{CORPORA[c]}:{roots[c]}" if c != "synth" else "synth" for c in rest),
-        mixture=MixtureConfig(max_speakers=10, **({} if args.max_group is None else {"max_group": args.max_group})),
+        mixture=MixtureConfig(max_speakers=10, **({} if args.max_group is None else {"max_group": args.max_group})),  # fmt: skip
         batch_size=args.batch_size,
         num_workers=args.workers,
         labels_per_class=labels_per_class,

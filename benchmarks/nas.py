@@ -27,12 +27,14 @@ References: Li et al., "ERSAM", ICASSP 2023; Stöter et al., "CountNet", IEEE/AC
 
 from __future__ import annotations
 
+import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
+
+# isort: split
 import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
 
-import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
 import pytorch_lightning as pl
 import torch
 
