@@ -97,6 +97,17 @@ def engine_for(args: argparse.Namespace, seed: int, labels_per_class: int = 10) 
     return DataEngine(cfg)
 
 
+def run_args(result: dict, libri: str | None, ocean: str | None, synth: bool, **extra: Any) -> argparse.Namespace:
+    """The data settings of a finished run (its result JSON) for :func:`engine_for`: the same conversational
+    share and conversation size as it trained and was tested with (runs that predate ``mixture.max_group``
+    held every speaker in one conversation: 0)."""
+    return argparse.Namespace(
+        libri=libri, ocean=ocean, synth=synth, batch_size=result.get("batch_size", 32), workers=0,
+        conversation_prob=result.get("train_conversation_prob"),
+        max_group=result.get("mixture", {}).get("max_group", 0), **extra,
+    )  # fmt: skip
+
+
 def corpus_names(engine: DataEngine) -> dict[str, str]:
     """Corpus tag in speaker names → benchmark corpus name (``librispeech`` → ``libri``, ...)."""
     src = engine.source

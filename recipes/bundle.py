@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     result = json.loads((ROOT / "benchmarks" / "results" / "accuracy" / f"{a.run}.json").read_text())
     weights = Path(a.work_dir) / a.run / f"step{result['steps']:06d}.pt"
-    args = argparse.Namespace(libri=a.libri, ocean=a.ocean, synth=a.synth, batch_size=32, workers=0)
-    engine = acc.engine_for(args, result["seed"])
+    engine = acc.engine_for(acc.run_args(result, a.libri, a.ocean, a.synth), result["seed"])
     model = acc.new_model(result["model"], engine.num_classes, engine, result["seed"], result.get("space"),
                           result.get("n_mels", 64))
     model.load_state_dict(torch.load(weights, weights_only=True))
@@ -160,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         "window_s": 5.0, "sample_rate": 16000, "classes": engine.num_classes, "version": __version__,
         "arch": model.config()["kwargs"]["arch"], "level_norm": model.config()["kwargs"].get("level_norm"),
         "training": {"run": a.run, "method": "mixture supervision (streamed mixtures, randomized domains, "
-                     "half conversational)", "corpora": result["train"].split("+"),
+                     f"{engine.config.train_conversation_prob:.0%} conversational)", "corpora": result["train"].split("+"),
                      "train_speakers": result["train_speakers"], "steps": result["steps"],
                      "batch_size": result["batch_size"], "train_min": result["train_min"],
                      "seed": result["seed"], "command": result["command"]},
         "test": {"speakers": result["test_speakers"], "clips_per_domain": result["eval_clips_per_domain"],
                  "speaker_ids": {c: acc.speakers_of(engine, "test", c) for c in corpora},
-                 "metrics": result["final"], "median_guess_mae": result["median_baseline_mae"]},
+                 "metrics": result["final"], "median_guess_mae": result["median_baseline_mae"],
+                 "conversation_max_group": engine.config.mixture.max_group},
         "calibration": {"temperature": round(temperature, 4), "ece_validation": {k: round(v, 4) for k, v in
                         ece_val.items()}, "ece_test": ece_test, "abstain_confidence": round(abstain, 4),
                         "abstain_rule": f"calibrated max-probability below the {a.abstain_quantile:.0%} quantile "
@@ -195,6 +195,9 @@ def _portable(command: str, a: argparse.Namespace) -> str:
 def render_card(info: dict) -> str:
     """MODEL_CARD.md from the info JSON (figures are never typed by hand)."""
     t, c, cal = info["test"], info["cost"], info["calibration"]
+    size = t.get("conversation_max_group", 0)
+    groups = (f"more than {size} speakers talk in parallel conversations" if size else
+              "all speakers in one conversation, turns compressed into the window")  # fmt: skip
     doms = ("clean", "clinical", "noisy", "reverberant", "loud", "quiet", "conversational")
     rows = []
     for corpus, m in t["metrics"].items():
@@ -244,7 +247,7 @@ corpus (balanced 0–10 speakers). Always answering the median count scores MAE 
 
 Domains: `clean` full-band 16 kHz; `clinical` phone microphone band, noise, rooms, level changes;
 `noisy` 0–15 dB SNR; `reverberant` RT60 0.4–1.0 s; `loud` peaks near full scale; `quiet` −30…−20 dB;
-`conversational` turn-taking with overlaps and backchannels (label: speakers active ≥ 0.5 s).
+`conversational` turn-taking with overlaps and backchannels (label: speakers active ≥ 0.5 s; {groups}).
 Reproduce: the two commands in `recipes/bundle.py`'s docstring.
 
 ## Calibration and abstention
