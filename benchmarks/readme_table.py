@@ -30,7 +30,7 @@ SHORT = {"reverberant": "reverb", "conversational": "conv."}
 
 def _parallel_conversations(r: dict) -> bool:
     """Whether a run's conversational mixtures put more than ``max_group`` speakers in parallel conversations
-    (runs before that option recorded no mixture config: one conversation of everybody)."""
+    (runs that predate the option recorded no mixture config: one conversation of everybody)."""
     return bool(r.get("mixture", {}).get("max_group"))
 
 
@@ -59,8 +59,8 @@ def accuracy_tables(folder: Path) -> str:
         for corpus in rs[0]["final"]:
             maes = [_mean_std([r["final"][corpus][d]["mae"] for r in rs]) if d in rs[0]["final"][corpus] else "–"
                     for d in DOMAINS]  # fmt: skip
-            if any(not _parallel_conversations(r) for r in rs):
-                maes[DOMAINS.index("conversational")] += " †"
+            if any(_parallel_conversations(r) for r in rs):
+                maes[DOMAINS.index("conversational")] += " ‡"
             lev = " / ".join(
                 f"{100 * np.mean([r['final'][corpus][d]['level_error'] for r in rs]):.0f} %"
                 for d in ("clean", "clinical", "conversational")
@@ -76,9 +76,9 @@ def accuracy_tables(folder: Path) -> str:
         "0.5 goal): ![learning curves](benchmarks/results/accuracy_curves.png)"
     )
     dagger = (
-        "† conversational test mixtures with all K speakers in one conversation (turns compressed into the "
-        "window; runs that predate `mixture.max_group`). Unmarked runs hold more than 4 speakers in parallel "
-        "conversations, in training and test: a different test set, not comparable with the marked figures."
+        "‡ conversational test mixtures in which more than `mixture.max_group` speakers talk in parallel "
+        "conversations (in training too): a different test set from the unmarked runs, whose conversational "
+        "mixtures hold every speaker in one conversation."
     )
     return "\n".join(
         [

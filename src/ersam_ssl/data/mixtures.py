@@ -14,8 +14,8 @@ References:
 
 Conversational items (``conversation_prob``): real social ambiance is turn-taking with partial overlap, not
 K people reading at once. Each of the K speakers then talks only in its turns (one or more stretches, with
-gaps and overlaps between consecutive turns; more than ``max_group`` speakers talk in parallel
-conversations of at most that size), and with ``backchannel_prob`` one extra speaker says
+gaps and overlaps between consecutive turns; with ``max_group`` set, more than that many speakers talk in
+parallel conversations of at most that size), and with ``backchannel_prob`` one extra speaker says
 something short ("mm-hm") that stays below the count threshold. The label is the number of distinct
 speakers whose voice activity inside their turns lasts at least ``min_speech_s`` (turns are lengthened
 until it does, so the label of item ``i`` is still known without rendering it); ``Mixture.activity``
@@ -63,7 +63,7 @@ class MixtureConfig:
     turn_s: tuple[float, float] = (0.8, 3.0)
     turn_gap_s: tuple[float, float] = (-0.5, 0.4)
     backchannel_prob: float = 0.3
-    max_group: int = 4
+    max_group: int = 0
 
     @property
     def num_samples(self) -> int:
@@ -306,13 +306,15 @@ class MixtureDataset(Dataset):
 def _turn_plan(k: int, frames: int, cfg: MixtureConfig, rng: np.random.Generator) -> np.ndarray:
     """Turn envelopes ``[k, frames]`` (bool, 20 ms frames) of k people talking in one window.
 
-    Up to ``cfg.max_group`` people hold one conversation (:func:`_conversation`); more talk in
-    ``ceil(k / max_group)`` parallel conversations of near-equal size (speakers dealt round-robin in random
-    order), as at a party or in a waiting room. One turn-taking conversation cannot give ten people a turn
-    within 5 s without compressing every turn to a fraction of a second — a rapid succession of one or two
-    voices at a time that no real window holds, and that taught counters to read a lively single voice as
-    many (``benchmarks/accuracy.py``, results ``*-conv*``). ``max_group=0`` keeps every speaker in one
-    conversation. Plans with ``k <= max_group`` draw exactly as one conversation does.
+    By default (``cfg.max_group=0``) all k hold one conversation (:func:`_conversation`). With
+    ``max_group > 0``, more than that many talk in ``ceil(k / max_group)`` parallel conversations of
+    near-equal size (speakers dealt round-robin in random order), as at a party: one conversation cannot give
+    ten people a turn within 5 s without compressing every turn to a fraction of a second. Measured
+    (``benchmarks/accuracy.py``, results ``*-wide-g4`` vs ``*-wide``, one seed): training on parallel
+    conversations of at most 4 taught the counter that two or three concurrent voices may mean ten people,
+    and clean overlapped mixtures of 2-4 speakers were then over-counted by 2-3 (clean MAE 1.50 / 1.36 /
+    0.74 vs 0.95 / 0.92 / 0.65 on LibriSpeech / speechocean762 / synthetic test speakers), so it is off by
+    default. Plans with ``k <= max_group`` draw exactly as one conversation does.
     """
     size = cfg.max_group
     if not size or k <= size:
