@@ -168,15 +168,23 @@ def pipeline_table(folder: Path) -> str:
     if not runs:
         return ""
     lines = ["| run | wall time, min (stages) | searched model: MAE clinical / clean / conversational | teacher: same | "
-             "params, MACs, Pixel-3 mW·12 h |", "|---|---|---|---|---|"]  # fmt: skip
+             "params, MACs, Pixel-3 mW·12 h | 1-thread ms: torch / ORT fp32 / ORT int8 | ONNX vs torch: max abs. "
+             "logit diff; int8 agreement, MAE | search: members (over budget) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in runs:
         wall = r["wall_s"]
         stages = ", ".join(f"{k} {v / 60:.1f}" for k, v in wall.items() if k != "total")
+        lat, onnx = r.get("onnx_latency_1_thread", {}), r.get("onnx_test", {})
+        ms = " / ".join(f"{lat[k]:.1f}" for k in ("torch_ms", "onnx_fp32_ms", "onnx_int8_ms") if k in lat) or "–"
+        check = (f"{onnx['onnx_fp32']['max_abs_diff']:.0e}; {100 * onnx['onnx_int8']['agreement']:.1f} %, "
+                 f"{onnx['onnx_int8']['mae']:.2f}" if "onnx_int8" in onnx else "–")  # fmt: skip
+        search = r.get("search", {})
         lines.append(f"| `{r['command']}` ({r['date']}) | {wall['total'] / 60:.1f} ({stages}) | {_domain_maes(r['domains'])} | "
                      f"{_domain_maes(r['teacher']['domains'])} | {r['params']:,}, {r['macs'] / 1e6:.1f} M, "
-                     f"{r['energy_mw_12h']:.2f} |")  # fmt: skip
+                     f"{r['energy_mw_12h']:.2f} | {ms} | {check} | {search.get('evaluated', '–')} "
+                     f"({search.get('rejected', '–')}) |")  # fmt: skip
     return "\n".join(
-        ["**Whole pipeline** (`recipes/run.py`; test speakers of its own corpus, per domain):", "", *lines]
+        ["**Whole pipeline** (`recipes/run.py`; test speakers of its own corpus, per domain; record a run with "
+         "`python benchmarks/readme_table.py --record-run runs/NAME 'COMMAND'`):", "", *lines]
     )
 
 
