@@ -5,7 +5,8 @@ mixtures (0-10 speakers, clinical scenario) interleaved with silent stretches (`
 -80 dBFS noise floor), written as FLAC at ``--rate`` Hz. Then runs ``analyze_recording`` with the PyTorch
 model and its ONNX export, with and without the voice-activity gate, for each model (default SAM and
 CountNet CRNN; weights untrained — throughput does not depend on them), and prints one table. The
-``decode only`` row (stream, resample, window, VAD; no model) is the ceiling set by the I/O path.
+``decode only`` row (stream, resample, window, VAD; no model) is the ceiling set by the I/O path. Writes
+``benchmarks/results/analyze_throughput.json`` (``--result``; the README's table is rendered from it).
 
     python benchmarks/analyze_throughput.py [--minutes 10] [--models sam,crnn] [--threads 1] [--batch 16]
         [--rate 16000] [--silence 0.4] [--out DIR]
@@ -25,7 +26,7 @@ from ersam_ssl import audio
 from ersam_ssl.analysis import VadConfig, analyze_recording, iter_windows, stream_audio, vad_activity
 from ersam_ssl.models import create_model
 
-from common import timed
+from common import RESULTS, result_record, timed, write_result
 
 SEGMENT_S = 5.0
 
@@ -58,7 +59,7 @@ def decode_only(path: Path, batch: int) -> float:
     return clock.s
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--models", default="sam,crnn", help="comma-separated: sam, crnn")
@@ -67,7 +68,8 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=16000, help="sample rate of the generated file")
     p.add_argument("--silence", type=float, default=0.4, help="share of silent 5 s segments")
     p.add_argument("--out", default=None, help="keep the recording and outputs here (default: temp dir)")
-    args = p.parse_args()
+    p.add_argument("--result", default=str(RESULTS / "analyze_throughput.json"))
+    args = p.parse_args(argv)
     torch.manual_seed(0)
     tmp = tempfile.TemporaryDirectory()
     out = Path(args.out) if args.out else Path(tmp.name)
@@ -108,6 +110,16 @@ def main() -> None:
             f"{name:12s} {backend:12s} {gating:>6s} {runs!s:>10s} {gated_txt} {wall:8.2f} {duration / wall:18.0f}"
         )
     tmp.cleanup()
+    result = result_record(
+        "analyze_throughput", argv, recording_s=round(duration, 1), rate=args.rate, threads=args.threads,
+        batch=args.batch, silent_segments=made["silent"], segments=made["segments"],
+        vad="energy gate (analyze_recording's default; benchmarks/vad.py times Silero)",
+        rows=[{"model": name, "backend": backend, "gating": gating, "model_runs": runs,
+               "gated_share": gated if isinstance(gated, float) else None, "wall_s": round(wall, 3),
+               "x_real_time": round(duration / wall, 1)} for name, backend, gating, runs, gated, wall in rows],
+    )  # fmt: skip
+    print(f"wrote {write_result(args.result, result)}")
+    return result
 
 
 if __name__ == "__main__":

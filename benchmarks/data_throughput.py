@@ -3,7 +3,8 @@
 Prints five-second mixtures generated per second per core for the clean and clinical scenarios (one
 process, one thread), the same through a DataLoader with worker processes, the cost of the augmentation
 views, and the training consumption of the default SAM model (forward + backward, one thread), so that the
-"data is >= 10x faster than training" claim is a measured ratio.
+"data is >= 10x faster than training" claim is a measured ratio. Writes ``benchmarks/results/data_throughput.json``
+(the README's table is rendered from it).
 
     python benchmarks/data_throughput.py            # embedded synthesized corpus
     python benchmarks/data_throughput.py --source librispeech --root /data/LibriSpeech
@@ -17,7 +18,7 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from common import timed
+from common import RESULTS, result_record, timed, write_result
 
 
 def rate(fn, n: int) -> float:
@@ -28,14 +29,15 @@ def rate(fn, n: int) -> float:
     return n / clock.s
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default="synth", choices=["synth", "librispeech", "folder"])
     ap.add_argument("--root", default=None)
     ap.add_argument("--n", type=int, default=1000, help="mixtures per measurement")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    ap.add_argument("--out", default=str(RESULTS / "data_throughput.json"))
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     from ersam_ssl.data import DataConfig, DataEngine, ViewDataset
@@ -83,8 +85,15 @@ def main() -> None:
         print(f"{name:<52} {r:>10.1f} {r / train:>10.1f}x")
     print(f"{'training consumption (default SAM, fwd+bwd, 1 thread)':<52} {train:>10.1f} {1.0:>10.1f}x")
     clean = rows[0][1]
-    print(f"\ngoal: >= 500 clean mixtures/s/core -> {'met' if clean >= 500 else 'NOT met'} ({clean:.0f}/s); "
-          f">= 10x training -> {'met' if clean >= 10 * train else 'NOT met'} ({clean / train:.1f}x)")  # fmt: skip
+    goals = {"clean mixtures >= 500/s/core": clean >= 500, "clean generation >= 10x training": clean >= 10 * train}
+    print(f"\ngoal: >= 500 clean mixtures/s/core -> {'met' if goals['clean mixtures >= 500/s/core'] else 'NOT met'} "
+          f"({clean:.0f}/s); >= 10x training -> {'met' if clean >= 10 * train else 'NOT met'} ({clean / train:.1f}x)")  # fmt: skip
+    result = result_record(
+        "data_throughput", argv, source=engine.source.summary(), bank_build_s=round(build.s, 1),
+        items_per_s={name: round(r, 1) for name, r in rows}, training_items_per_s=round(train, 1), goals=goals,
+    )  # fmt: skip
+    print(f"wrote {write_result(args.out, result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -281,6 +281,34 @@ def vad_table(path: Path) -> str:
         f"{len(d['speed_runs']['silero'])} runs.", "", *lines])  # fmt: skip
 
 
+def throughput_table(data_path: Path, analyze_path: Path) -> str:
+    """Data generation vs training (``benchmarks/data_throughput.py``) and long-recording analysis speed
+    (``benchmarks/analyze_throughput.py``)."""
+    parts = []
+    if data_path.is_file():
+        d = json.loads(data_path.read_text())
+        train = d["training_items_per_s"]
+        lines = ["| measurement | items/s | × training consumption |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.0f} | {v / train:.1f} |" for k, v in d["items_per_s"].items()]
+        lines.append(f"| training consumption (default SAM, forward + backward, 1 thread) | {train:.0f} | 1.0 |")
+        goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["goals"].items())
+        src = d["source"]
+        parts.append("\n".join([f"**Mixture generation vs training** (`{d['command']}`, {d['date']}; 5 s mixtures "
+                                f"of the {src['source']} corpus, {src['speakers']} speakers, {src['hours']:.1f} h). "
+                                f"Goals: {goals}.", "", *lines]))  # fmt: skip
+    if analyze_path.is_file():
+        d = json.loads(analyze_path.read_text())
+        lines = ["| model | backend | gating | model runs | wall s | × real time |", "|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            lines.append(f"| {r['model']} | {r['backend']} | {r['gating']} | {r['model_runs']} | {r['wall_s']:.1f} | "
+                         f"{r['x_real_time']:.0f} |")  # fmt: skip
+        parts.append("\n".join([
+            f"**Long-recording analysis speed** (`{d['command']}`, {d['date']}): a {d['recording_s'] / 60:.1f}-min "
+            f"recording ({d['silent_segments']} of {d['segments']} 5 s segments silent), {d['threads']} thread, "
+            f"batch {d['batch']}, {d['vad']}; untrained weights (speed does not depend on them).", "", *lines]))  # fmt: skip
+    return "\n\n".join(parts)
+
+
 def profile_table(path: Path) -> str:
     """Where a mixture-supervision training step's time goes (``benchmarks/profile_step.py``)."""
     if not path.is_file():
@@ -332,6 +360,7 @@ def render() -> str:
         nas_table(HERE / "results" / "nas.json"),
         cost_table(HERE / "results" / "cost_models.json"),
         vad_table(HERE / "results" / "vad.json"),
+        throughput_table(HERE / "results" / "data_throughput.json", HERE / "results" / "analyze_throughput.json"),
         profile_table(HERE / "results" / "profile_step.json"),
         reliability_table(HERE / "results" / "reliability.json"),
         cpu_sharing_table(HERE / "results" / "cpu_sharing.json"),
