@@ -69,11 +69,44 @@ def today() -> str:
     return time.strftime("%Y-%m-%d")
 
 
+#: Corpus folders are this machine's: a published command names them by placeholder.
+CORPUS_PLACEHOLDERS = {"--libri": "LIBRISPEECH", "--ocean": "SPEECHOCEAN", "--root": "CORPUS",
+                       "data.root": "CORPUS"}  # fmt: skip
+
+
+def portable_command(command: str) -> str:
+    """``command`` as others can run it: corpus folders (``--libri``, ``--ocean``, ``--root``, ``data.root=``)
+    become placeholders, an absolute path into a ``runs`` folder becomes relative to it, ``--resume`` (how a
+    run was continued, not what it computes) is dropped."""
+
+    def local(value: str) -> str:
+        parts = Path(value).parts
+        return str(Path(*parts[parts.index("runs") :])) if value.startswith("/") and "runs" in parts else value
+
+    words, out = shlex.split(command), []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        key, eq, value = word.partition("=")
+        if word == "--resume":
+            pass
+        elif word in CORPUS_PLACEHOLDERS and i + 1 < len(words):
+            out += [word, CORPUS_PLACEHOLDERS[word]]
+            i += 1
+        elif eq and key in CORPUS_PLACEHOLDERS:
+            out.append(f"{key}={CORPUS_PLACEHOLDERS[key]}")
+        else:
+            out.append(f"{key}={local(value)}" if eq else local(word))
+        i += 1
+    return shlex.join(out)
+
+
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     """How to reproduce this run: ``python benchmarks/<script>.py ARGS`` (``argv``: default ``sys.argv[1:]``),
-    shell-quoted so that an argument such as a JSON ``--space`` survives copy-paste."""
+    shell-quoted so that an argument such as a JSON ``--space`` survives copy-paste, and portable
+    (:func:`portable_command`)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return f"python benchmarks/{script}.py " + shlex.join(args) if args else f"python benchmarks/{script}.py"
+    return portable_command(shlex.join(["python", f"benchmarks/{script}.py", *args]))
 
 
 def result_record(script: str, argv: Sequence[str] | None = None, **fields: Any) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import method_label, today, write_result
+from common import method_label, portable_command, today, write_result
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
@@ -70,7 +70,7 @@ def accuracy_tables(folder: Path) -> str:
             lines.append(f"| {method} | {model} | {train} | {steps} | {corpus} | {len(rs)} | {mins:.1f} | "
                          + " | ".join(maes) + f" | {lev} | {median:.2f} |")  # fmt: skip
     dates = sorted({r["date"] for r in runs})
-    cmds = sorted({r["command"] for r in runs})
+    cmds = sorted({portable_command(r["command"]) for r in runs})
     curve = (
         "Learning curves (test MAE vs training minutes, snapshots at 1/16 … 1 of the steps; grey line: the "
         "0.5 goal): ![learning curves](benchmarks/results/accuracy_curves.png)"
@@ -154,7 +154,7 @@ def cpu_sharing_table(path: Path) -> str:
                      f"{r['slowdown']:.2f}× |")  # fmt: skip
     return "\n".join(
         [
-            f"**Training step alone vs beside a busy process** (`{data['command']}`, {data['date']}):",
+            f"**Training step alone vs beside a busy process** (`{portable_command(data['command'])}`, {data['date']}):",
             "",
             *lines,
         ]
@@ -178,7 +178,7 @@ def pipeline_table(folder: Path) -> str:
         check = (f"{onnx['onnx_fp32']['max_abs_diff']:.0e}; {100 * onnx['onnx_int8']['agreement']:.1f} %, "
                  f"{onnx['onnx_int8']['mae']:.2f}" if "onnx_int8" in onnx else "–")  # fmt: skip
         search = r.get("search", {})
-        lines.append(f"| `{r['command']}` ({r['date']}) | {wall['total'] / 60:.1f} ({stages}) | {_domain_maes(r['domains'])} | "
+        lines.append(f"| `{portable_command(r['command'])}` ({r['date']}) | {wall['total'] / 60:.1f} ({stages}) | {_domain_maes(r['domains'])} | "
                      f"{_domain_maes(r['teacher']['domains'])} | {r['params']:,}, {r['macs'] / 1e6:.1f} M, "
                      f"{r['energy_mw_12h']:.2f} | {ms} | {check} | {search.get('evaluated', '–')} "
                      f"({search.get('rejected', '–')}) |")  # fmt: skip
@@ -197,7 +197,7 @@ def _domain_maes(domains: dict) -> str:
 def record_run(run_dir: Path, command: str) -> Path:
     """Copy a pipeline run's summary (+ command and date) into ``results/pipeline/<run>.json``."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    summary.update(command=command, date=today())
+    summary.update(command=portable_command(command), date=today())
     return write_result(HERE / "results" / "pipeline" / f"{run_dir.name}.json", summary)
 
 
@@ -221,7 +221,7 @@ def nas_table(path: Path) -> str:
     goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["goals"].items())
     return "\n".join(
         [
-            f"**Searched model vs CountNet's CRNN** (`{d['command']}`, {d['date']}): the pipeline's own stages "
+            f"**Searched model vs CountNet's CRNN** (`{portable_command(d['command'])}`, {d['date']}): the pipeline's own stages "
             f"({sum(d['steps'].values())} training steps: {', '.join(f'{k} {v}' for k, v in d['steps'].items())}), "
             f"the CRNN trained by {d['crnn_method']} supervision on the same data for {d['crnn_steps']} steps "
             f"({tm['crnn_s'] / 60:.1f} min); latency timed round-robin in one run. CRNN / searched: MACs "
@@ -248,7 +248,7 @@ def cost_table(path: Path) -> str:
                      f"{r['torch_ms']:.2f} / {r['onnx_ms']:.2f} ({crnn['torch_ms'] / r['torch_ms']:.0f}x / "
                      f"{crnn['onnx_ms'] / r['onnx_ms']:.0f}x) | {r['avg_power_mw']:.2f} |")  # fmt: skip
     how = "timed round-robin in one run" if d.get("cost_timing") == "interleaved" else "timed one model after another"
-    text = [f"**Cost per 5 s window** (`{d['command']}`, {d['date']}; latencies {how} on this 2-core VM, whose "
+    text = [f"**Cost per 5 s window** (`{portable_command(d['command'])}`, {d['date']}; latencies {how} on this 2-core VM, whose "
             "absolute speed drifts by up to a third: keep the ratios):", "", *lines]  # fmt: skip
     lp = d.get("latency_predictor")
     if lp:
@@ -275,7 +275,7 @@ def vad_table(path: Path) -> str:
         cells = [f"{100 * d[vad][k]['gated']:.0f} % gated, {100 * d[vad][k]['counted']:.0f} % counted" for k in kinds]
         lines.append(f"| {vad} | " + " | ".join(cells) + f" | {d['speed_x_real_time'][vad]:.0f} |")
     return "\n".join([
-        f"**Speech VAD in `analyze`** (`{d['command']}`{', ' + d['date'] if 'date' in d else ''}): 5 s segments of synthesized non-speech "
+        f"**Speech VAD in `analyze`** (`{portable_command(d['command'])}`{', ' + d['date'] if 'date' in d else ''}): 5 s segments of synthesized non-speech "
         "(music-like tones, coloured noise, clatter), silence with background (count0) and speech of 1–10 "
         "speakers; the rest of each row is `uncertain`. Speed: SAM ONNX, 1 thread, best of "
         f"{len(d['speed_runs']['silero'])} runs.", "", *lines])  # fmt: skip
@@ -293,7 +293,7 @@ def throughput_table(data_path: Path, analyze_path: Path) -> str:
         lines.append(f"| training consumption (default SAM, forward + backward, 1 thread) | {train:.0f} | 1.0 |")
         goals = "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in d["goals"].items())
         src = d["source"]
-        parts.append("\n".join([f"**Mixture generation vs training** (`{d['command']}`, {d['date']}; 5 s mixtures "
+        parts.append("\n".join([f"**Mixture generation vs training** (`{portable_command(d['command'])}`, {d['date']}; 5 s mixtures "
                                 f"of the {src['source']} corpus, {src['speakers']} speakers, {src['hours']:.1f} h). "
                                 f"Goals: {goals}.", "", *lines]))  # fmt: skip
     if analyze_path.is_file():
@@ -303,7 +303,7 @@ def throughput_table(data_path: Path, analyze_path: Path) -> str:
             lines.append(f"| {r['model']} | {r['backend']} | {r['gating']} | {r['model_runs']} | {r['wall_s']:.1f} | "
                          f"{r['x_real_time']:.0f} |")  # fmt: skip
         parts.append("\n".join([
-            f"**Long-recording analysis speed** (`{d['command']}`, {d['date']}): a {d['recording_s'] / 60:.1f}-min "
+            f"**Long-recording analysis speed** (`{portable_command(d['command'])}`, {d['date']}): a {d['recording_s'] / 60:.1f}-min "
             f"recording ({d['silent_segments']} of {d['segments']} 5 s segments silent), {d['threads']} thread, "
             f"batch {d['batch']}, {d['vad']}; untrained weights (speed does not depend on them).", "", *lines]))  # fmt: skip
     return "\n\n".join(parts)
@@ -318,7 +318,7 @@ def profile_table(path: Path) -> str:
     parts = ", ".join(f"{k} {v:.1f}" for k, v in data["parts_ms"].items())
     shares = ", ".join(f"{k} {100 * v:.0f} %" for k, v in model["parts_share"].items())
     return (
-        f"**Where a training step's time goes** (`{d['command']}`, {d['date']}, 1 thread): rendering one "
+        f"**Where a training step's time goes** (`{portable_command(d['command'])}`, {d['date']}, 1 thread): rendering one "
         f"5 s training mixture takes {data['per_clip_ms']:.1f} ms ({parts} ms per clip on average), a batch of "
         f"{model['batch']} therefore {d['batch_data_ms']:.0f} ms; the {model['arch']} SAM step on it "
         f"{model['step_ms']:.0f} ms ({shares}). Data rendering is {d['data_to_model_ratio']:.2f}x the model: "
@@ -340,7 +340,7 @@ def reliability_table(path: Path) -> str:
         lines.append(f"| {kind} | " + " | ".join(cells.get(t, "") for t in tools) + " |")
     return "\n".join(
         [
-            f"**Bad input** (`{d['command']}`, {d['date']}): {d['kinds']} kinds of input, {d['cases']} cases; "
+            f"**Bad input** (`{portable_command(d['command'])}`, {d['date']}): {d['kinds']} kinds of input, {d['cases']} cases; "
             f"crashes {d['crashes']}, silent wrong answers {d['silent_wrong_answers']}, other outcomes not as due "
             f"{d['not_as_due']}. Outcome (exit code): ok / clear error / partial.",
             "",

@@ -34,6 +34,7 @@ import ersam_ssl  # noqa: F401  - first: sets OMP_WAIT_POLICY before torch loads
 import argparse
 import importlib.util
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from ersam_ssl.hw import count_macs, load_profile, measure_onnx_latency, report_energy
 
     acc = _accuracy_module()
+    from common import portable_command  # benchmarks/common.py, on sys.path once accuracy.py is loaded
     torch.set_num_threads(1)
     result = json.loads((ROOT / "benchmarks" / "results" / "accuracy" / f"{a.run}.json").read_text())
     weights = Path(a.work_dir) / a.run / f"step{result['steps']:06d}.pt"
@@ -175,21 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         "cost": {"params": cost.params, "macs": cost.macs, "ort_latency_ms_1_thread": round(lat.median_ms, 3),
                  "pixel3_mw_12h": round(energy.avg_power_mw, 3)},
         "date": time.strftime("%Y-%m-%d"),
-        "command": _portable("python recipes/bundle.py " + " ".join(sys.argv[1:] if argv is None else argv), a),
+        "command": portable_command(shlex.join(["python", "recipes/bundle.py", *(sys.argv[1:] if argv is None else argv)])),
     }  # fmt: skip
-    info["training"]["command"] = _portable(info["training"]["command"], a)
+    info["training"]["command"] = portable_command(info["training"]["command"])
     (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (out / CARD_FILE).write_text(render_card(info))
     print(json.dumps({k: info[k] for k in ("sha256", "bytes", "calibration", "cost")}, indent=1))
     return 0
-
-
-def _portable(command: str, a: argparse.Namespace) -> str:
-    """The command with this machine's corpus folders replaced by placeholders."""
-    for value, name in ((a.libri, "LIBRISPEECH"), (a.ocean, "SPEECHOCEAN")):
-        if value:
-            command = command.replace(value, name)
-    return command.replace(" --resume", "")
 
 
 def render_card(info: dict) -> str:

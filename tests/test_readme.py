@@ -58,3 +58,24 @@ def test_readme_results_tables_match_the_committed_benchmark_json():
     script = ROOT / "benchmarks" / "readme_table.py"
     r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_published_commands_name_no_folder_of_this_machine():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import portable_command
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cmd = ("python benchmarks/accuracy.py --libri ../shared/data/librispeech-mini --ocean /srv/so762 --synth "
+           "--eval-model /work/runs/embedded/nas/model.pt --space '{\"stem_width\": 64}' --root=/x --resume")
+    assert portable_command(cmd) == (
+        "python benchmarks/accuracy.py --libri LIBRISPEECH --ocean SPEECHOCEAN --synth "
+        "--eval-model runs/embedded/nas/model.pt --space '{\"stem_width\": 64}' --root=CORPUS"
+    )
+    pipeline = "python recipes/run.py name=x out_root=/work/runs data.root=/data/LibriSpeech"
+    assert portable_command(pipeline) == "python recipes/run.py name=x out_root=runs data.root=CORPUS"
+    assert portable_command("python benchmarks/vad.py") == "python benchmarks/vad.py"
+    readme = (ROOT / "README.md").read_text()
+    assert "../shared" not in readme and "/work/" not in readme
