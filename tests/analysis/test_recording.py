@@ -323,6 +323,12 @@ def test_onnx_with_fixed_shapes_and_sidecar_config(ten_minutes, tone_model, tmp_
     np.testing.assert_array_equal(s.table.count, [len(seg) for seg in plan])
     with pytest.raises(ValueError, match="takes exactly 80000 samples"):
         analyze_recording(path, fixed, tmp_path / "bad", window=4.0)
+    # a fixed batch of 2 serves 3 windows: the raw outputs are the model's, the padding is cut off
+    pairs = load_counter(export_bare_onnx(tone_model, tmp_path / "pairs.onnx", samples=int(SEG * SR), batch=2))
+    x = (0.05 * np.random.default_rng(0).standard_normal((3, int(SEG * SR)))).astype(np.float32)
+    with torch.no_grad():
+        expected = tone_model.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(pairs.outputs(x), expected, rtol=1e-4, atol=1e-5)
     # Config in a sidecar JSON instead of the metadata.
     import onnx
 

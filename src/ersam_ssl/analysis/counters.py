@@ -16,7 +16,7 @@ import torch
 
 from ersam_ssl import audio
 from ersam_ssl.analysis.reader import _short
-from ersam_ssl.export import read_onnx_calibration, read_onnx_config
+from ersam_ssl.export import onnx_session, read_onnx_calibration, read_onnx_config
 
 #: Default analysis window (seconds): the 5 s clips the counters are trained on; the hop defaults to it.
 DEFAULT_WINDOW = 5.0
@@ -119,18 +119,11 @@ class OnnxCounter:
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         from ersam_ssl.models import CountModel
 
         self.path = Path(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = onnx_session(self.path, threads)
         except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ... derive from Exception only
             raise ValueError(f"{self.path}: not a usable ONNX model ({_short(e)})") from e
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -149,6 +142,11 @@ class OnnxCounter:
         self.fixed_samples = inp.shape[1] if isinstance(inp.shape[1], int) else None
 
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            return _head_outputs(self.head, torch.from_numpy(self.outputs(windows)), self.temperature)
+
+    def outputs(self, windows: np.ndarray) -> np.ndarray:
+        """The raw head output for ``windows [B, T]`` (a fixed batch size is served by padding the last part)."""
         x = np.ascontiguousarray(windows, dtype=np.float32)
         b = self.fixed_batch
         if b is None:
@@ -161,8 +159,7 @@ class OnnxCounter:
                     chunk = np.concatenate([chunk, np.zeros((b - chunk.shape[0], x.shape[1]), np.float32)])
                 parts.append(self.session.run(None, {self.input_name: chunk})[0])
             out = np.concatenate(parts)[: x.shape[0]]
-        with torch.inference_mode():
-            return _head_outputs(self.head, torch.from_numpy(np.asarray(out)), self.temperature)
+        return np.asarray(out)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -289,21 +289,14 @@ def measure_onnx_interleaved(
 
 
 def _ort_session(source: str | Path | bytes | nn.Module, args: tuple, threads: int):
-    """A CPU ``InferenceSession`` (``threads`` intra-op, 1 inter-op, sequential, all graph optimisations) and
-    its feeds built from ``args``; a module is exported to a temporary file first."""
-    import onnxruntime as ort
+    """The session :func:`ersam_ssl.export.onnx_session` builds and its feeds built from ``args``; a module is
+    exported to a temporary file first."""
+    from ersam_ssl.export import onnx_session
 
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(source, nn.Module):
             source = export_onnx_for_latency(source, Path(tmp) / "model.onnx", example_input=args)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(
-            source if isinstance(source, bytes) else str(source), options, providers=["CPUExecutionProvider"]
-        )
+        session = onnx_session(source, threads)
     names = [i.name for i in session.get_inputs()]
     feeds = {name: np.ascontiguousarray(a.detach().cpu().numpy()) for name, a in zip(names, args)}
     return session, feeds
