@@ -254,7 +254,7 @@ class MixtureDataset(Dataset):
             "seed": self.seed,
             "count": k,
             "conversation": bool(talk),
-            "conversation_groups": (-(-k // cfg.max_group) if cfg.max_group else 1) if talk else 0,
+            "conversation_groups": _group_count(k, cfg.max_group) if talk else 0,
             "speakers": spk_ids[:k],
             "gains_db": gains,
             "speeds": speeds,
@@ -316,16 +316,20 @@ def _turn_plan(k: int, frames: int, cfg: MixtureConfig, rng: np.random.Generator
     0.74 vs 0.95 / 0.92 / 0.65 on LibriSpeech / speechocean762 / synthetic test speakers), so it is off by
     default. Plans with ``k <= max_group`` draw exactly as one conversation does.
     """
-    size = cfg.max_group
-    if not size or k <= size:
+    groups = _group_count(k, cfg.max_group)
+    if groups == 1:
         return _conversation(k, frames, cfg, rng)
-    groups = -(-k // size)
     order = rng.permutation(k)
     env = np.zeros((k, frames), dtype=bool)
     for g in range(groups):
         members = order[g::groups]
         env[members] = _conversation(members.size, frames, cfg, rng)
     return env
+
+
+def _group_count(k: int, max_group: int) -> int:
+    """How many parallel conversations ``k`` speakers hold (``max_group=0``: one)."""
+    return -(-k // max_group) if max_group and k > max_group else 1
 
 
 def _conversation(k: int, frames: int, cfg: MixtureConfig, rng: np.random.Generator) -> np.ndarray:
