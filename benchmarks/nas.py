@@ -93,9 +93,8 @@ def train_crnn(run: Run, steps: int, resume: bool) -> tuple[CountNetCRNN, float]
     return model, clock.s
 
 
-def test_metrics(model, run: Run) -> dict:
-    """The pipeline's test set (all metrics but the confusion matrix) and every evaluation domain."""
-    test = SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader()
+def test_metrics(model, run: Run, test) -> dict:
+    """The pipeline's test set (``test``, all metrics but the confusion matrix) and every evaluation domain."""
     m = {k: v for k, v in evaluate(model, test).items() if k != "confusion"}
     return {**m, "domains": domain_metrics(model, run.engine)}
 
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = Run(cfg)
 
     with timed() as pipeline_clock:
-        run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite)
+        run_pipeline(cfg, resume=args.resume, overwrite=args.overwrite, run=run)
     stage = {s: run.done(s) for s in STAGES}
     steps = searched_steps(cfg)
     crnn_steps = args.crnn_steps or sum(steps.values())
@@ -137,10 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"pipeline {pipeline_clock.s / 60:.1f} min this call; CRNN {crnn_steps} steps {crnn_s / 60:.1f} min",
           flush=True)  # fmt: skip
 
-    tests = {"searched": test_metrics(searched, run), "crnn": test_metrics(crnn, run)}
+    test = SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader()
+    tests = {"searched": test_metrics(searched, run, test), "crnn": test_metrics(crnn, run, test)}
     fp32 = run.dir / "nas" / "model.onnx"
     variants = int8_variants(run, fp32)
-    test = SAMDataModule(run.engine, labeled_views={"x": "identity"}).test_dataloader()
     variant_test = compare_with_torch(searched, variants, test, levels=run.engine.levels)
     n = run.engine.config.mixture.num_samples
     onnx = {"sam": fp32, "sam_int8": run.dir / "nas" / "model.int8.onnx",

@@ -108,6 +108,18 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert ra == rb
 
 
+def test_run_pipeline_fills_a_given_run_of_its_own_config_only(tmp_path):
+    from ersam_ssl.pipeline import Run, run_pipeline
+
+    cfg = load_config(TINY, [f"out_root={tmp_path}", "name=shared", "stages=[data]"])
+    run = Run(cfg)
+    run_pipeline(cfg, run=run)
+    assert run.results["data"]["speakers"] > 0 and (tmp_path / "shared" / "data" / "result.json").is_file()
+    with pytest.raises(ValueError, match="another config"):
+        run_pipeline(load_config(TINY, [f"out_root={tmp_path}", "name=other", "stages=[data]"]), run=run)
+    assert not (tmp_path / "other").exists()
+
+
 def test_config_errors_are_clear():
     with pytest.raises(cfglib.ConfigError, match="unknown config key 'teachr'"):
         load_config(None, ["teachr.steps=3"])

@@ -443,8 +443,11 @@ def evaluate_run(run: Run) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- main
-def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run the configured stages; returns ``summary.json``'s content."""
+def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False, run: Run | None = None) -> dict:
+    """Run the configured stages; returns ``summary.json``'s content.
+
+    ``run``: a :class:`Run` of ``cfg`` to fill (its data engine is then built once, shared with the caller,
+    e.g. a benchmark that goes on to train a reference model on the same data)."""
     from pytorch_lightning.utilities import rank_zero_only
 
     from ersam_ssl.threads import configure_threads
@@ -454,7 +457,10 @@ def run_pipeline(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     # Under DDP, Lightning re-runs this script once per extra rank (and torchrun/SLURM start every rank):
     # only rank 0 owns the run folder; the other ranks run the same stages and join every fit().
     rank_zero = rank_zero_only.rank == 0
-    run = Run(cfg, writes=rank_zero)
+    if run is None:
+        run = Run(cfg, writes=rank_zero)
+    elif run.cfg != cfg:
+        raise ValueError("run_pipeline: the given Run holds another config")
     # Everything that can be checked cheaply is checked before the run folder is touched, so a corrected
     # command is not refused because a failed one left a config.yaml behind.
     if rank_zero:
